@@ -1,0 +1,1 @@
+//! Benchmarks: the project against the tools a user would otherwise use

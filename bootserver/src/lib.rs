@@ -1,0 +1,1 @@
+//! The boot server: node registry, authenticated check-in, boot states, repository, status page

@@ -1,0 +1,1 @@
+//! PID 1: the boot manager on the CD and the supervisor of the installed node
