@@ -15,6 +15,7 @@ mod error;
 pub mod node;
 pub mod plnode;
 pub mod rspec;
+pub mod server;
 pub mod timestamp;
 pub mod units;
 
