@@ -1,0 +1,367 @@
+//! Installing verified packages: one streaming pass per package into a
+//! staging directory beside the destination, then an atomic swap.
+//!
+//! ```text
+//! source → length limit → sha256 (reader thread) → gunzip → checked tar
+//! entries → DEST.staging-… → hash/length compare → syncfs → swap → old tree removed
+//! ```
+//!
+//! Any failure removes the staging directory and leaves the destination
+//! as it was.
+
+mod extract;
+mod manifest;
+mod swap;
+
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use sha2::{Digest, Sha256};
+
+pub use extract::{extract_tar, ExtractError, ExtractPolicy, ExtractStats};
+pub use manifest::{verify_tree, EntryKind, Manifest, ManifestEntry, TreeError, TreeProblem};
+pub use swap::remove_tree;
+
+use crate::fetch::{FetchError, Fetcher};
+use crate::metadata::Sha256Digest;
+use crate::verify::VerifiedPackage;
+
+/// Why an install failed. The destination is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("package {package}: {source}")]
+    Fetch {
+        package: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error("package {package}: {source}")]
+    Extract {
+        package: String,
+        #[source]
+        source: ExtractError,
+    },
+    #[error("package {package}: sha256 {found} differs from the signed {expected}{}", .also.as_deref().map(|a| format!(" (and the archive failed: {a})")).unwrap_or_default())]
+    WrongHash {
+        package: String,
+        expected: Sha256Digest,
+        found: Sha256Digest,
+        also: Option<String>,
+    },
+    #[error("package {package}: {found} bytes, signed length is {expected}")]
+    WrongLength {
+        package: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no packages to install")]
+    Nothing,
+}
+
+/// Progress: bytes of packages read so far, and in total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// How to install.
+#[derive(Default)]
+pub struct InstallOptions<'a> {
+    /// Put each package in `DEST/<name>/` instead of merging all into `DEST`.
+    pub into_subdirs: bool,
+    /// Called as bytes arrive.
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+}
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub struct InstallReport {
+    pub manifest: Manifest,
+    /// Compressed bytes read.
+    pub bytes: u64,
+    pub unpacked_bytes: u64,
+    pub entries: u64,
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs `packages` into `dest` (see the module docs).
+pub fn install(
+    fetcher: &dyn Fetcher,
+    packages: &[VerifiedPackage],
+    dest: &Path,
+    options: &InstallOptions<'_>,
+) -> Result<InstallReport, InstallError> {
+    if packages.is_empty() {
+        return Err(InstallError::Nothing);
+    }
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    swap::remove_stale(dest);
+    let staging = swap::Staging::create(dest).map_err(io_err(dest))?;
+    let total: u64 = packages.iter().map(|p| p.info().length).sum();
+    let mut report = InstallReport {
+        manifest: Manifest::default(),
+        bytes: 0,
+        unpacked_bytes: 0,
+        entries: 0,
+    };
+    for package in packages {
+        let (root, prefix) = if options.into_subdirs {
+            let dir = staging.path().join(package.name());
+            std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+            report
+                .manifest
+                .entries
+                .insert(package.name().to_string(), dir_entry());
+            (dir, format!("{}/", package.name()))
+        } else {
+            (staging.path().to_path_buf(), String::new())
+        };
+        let done_before = report.bytes;
+        let progress = |done: u64| {
+            if let Some(callback) = options.progress {
+                callback(Progress {
+                    done: done_before + done,
+                    total,
+                });
+            }
+        };
+        let stats = install_one(
+            fetcher,
+            package,
+            &root,
+            &prefix,
+            &mut report.manifest,
+            &progress,
+        )?;
+        report.bytes += package.info().length;
+        report.unpacked_bytes += stats.unpacked_bytes;
+        report.entries += stats.entries;
+    }
+    set_root_mode(staging.path()).map_err(io_err(staging.path()))?;
+    swap::sync_filesystem(staging.path()).map_err(io_err(staging.path()))?;
+    staging.commit(dest).map_err(io_err(dest))?;
+    Ok(report)
+}
+
+fn dir_entry() -> ManifestEntry {
+    ManifestEntry {
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        size: 0,
+        sha256: None,
+        link: None,
+        owner: None,
+        rdev: None,
+    }
+}
+
+/// The staging directory was created 0700; unless the archive set the
+/// root's mode, it becomes 0755 like any directory.
+fn set_root_mode(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode == 0o700 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// What the reader thread saw.
+struct Fetched {
+    length: u64,
+    digest: Sha256Digest,
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Streams one package into `root`.
+fn install_one(
+    fetcher: &dyn Fetcher,
+    package: &VerifiedPackage,
+    root: &Path,
+    prefix: &str,
+    manifest: &mut Manifest,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ExtractStats, InstallError> {
+    let info = package.info();
+    let name = package.name().to_string();
+    let policy = ExtractPolicy {
+        base_image: info.base_image,
+        preserve_ownership: info.base_image && running_as_root(),
+        max_unpacked: info.unpacked_limit(),
+    };
+    let source = fetcher
+        .fetch(&info.path, info.length)
+        .map_err(|source| InstallError::Fetch {
+            package: name.clone(),
+            source,
+        })?;
+    let location = fetcher.location(&info.path);
+
+    std::thread::scope(|scope| {
+        let (data_tx, data_rx) = sync_channel::<Vec<u8>>(8);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(10);
+        let reader = scope.spawn(move || read_and_hash(source, data_tx, spare_rx, &location));
+        let mut chunks = ChunkReader {
+            data: data_rx,
+            spare: spare_tx,
+            current: Vec::new(),
+            pos: 0,
+            done: 0,
+            progress,
+        };
+        let extracted = {
+            let gunzip = flate2::bufread::MultiGzDecoder::new(&mut chunks);
+            extract_tar(gunzip, root, prefix, &policy, manifest)
+        };
+        // Read what is left so the whole file is hashed and its length checked.
+        let drained = chunks.drain();
+        drop(chunks);
+        let fetched = match reader.join() {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Io {
+                location: info.path.clone(),
+                source: io::Error::other("reader thread panicked"),
+            }),
+        };
+        let fetched = fetched.map_err(|source| InstallError::Fetch {
+            package: name.clone(),
+            source,
+        })?;
+        if fetched.length != info.length {
+            return Err(InstallError::WrongLength {
+                package: name,
+                expected: info.length,
+                found: fetched.length,
+            });
+        }
+        if fetched.digest != info.hashes.sha256 {
+            return Err(InstallError::WrongHash {
+                package: name,
+                expected: info.hashes.sha256,
+                found: fetched.digest,
+                also: extracted.as_ref().err().map(|e| e.to_string()),
+            });
+        }
+        drained.map_err(|source| InstallError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        extracted.map_err(|source| InstallError::Extract {
+            package: name,
+            source,
+        })
+    })
+}
+
+/// Reader thread: reads the source in large chunks, hashes them and passes
+/// them on. Stops early (without error) when the consumer hangs up.
+fn read_and_hash(
+    mut source: Box<dyn Read + Send>,
+    data: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    location: &str,
+) -> Result<Fetched, FetchError> {
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    loop {
+        let mut buf = spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FetchError::from_io(location, e)),
+            }
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        length += filled as u64;
+        if filled == 0 {
+            break;
+        }
+        if data.send(buf).is_err() {
+            break;
+        }
+    }
+    Ok(Fetched {
+        length,
+        digest: Sha256Digest(hasher.finalize().into()),
+    })
+}
+
+/// The consuming end: a `BufRead` over the chunks (no copying).
+struct ChunkReader<'a> {
+    data: Receiver<Vec<u8>>,
+    spare: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: u64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl ChunkReader<'_> {
+    /// Consumes everything still coming.
+    fn drain(&mut self) -> io::Result<()> {
+        loop {
+            let n = self.fill_buf()?.len();
+            if n == 0 {
+                return Ok(());
+            }
+            self.consume(n);
+        }
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.current.len() {
+            // A closed channel is the end: the reader thread reports its own
+            // errors when joined.
+            match self.data.recv() {
+                Ok(next) => {
+                    let old = std::mem::replace(&mut self.current, next);
+                    let _ = self.spare.try_send(old);
+                    self.pos = 0;
+                    self.done += self.current.len() as u64;
+                    (self.progress)(self.done);
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.current.len());
+    }
+}

@@ -1,0 +1,201 @@
+//! Staging directories beside the destination and the atomic swap into place.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::sync_dir;
+
+const STAGING_MARK: &str = ".staging-";
+
+/// A private directory `DEST.staging-<pid>-<random>` on DEST's file
+/// system. Removed on drop unless it was swapped into place.
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+    keep: bool,
+}
+
+fn staging_prefix(dest: &Path) -> Option<OsString> {
+    let mut name = dest.file_name()?.to_owned();
+    name.push(STAGING_MARK);
+    Some(name)
+}
+
+impl Staging {
+    pub fn create(dest: &Path) -> io::Result<Staging> {
+        let prefix = staging_prefix(dest).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
+        })?;
+        let parent = parent_of(dest);
+        let random = getrandom::u64().map_err(|e| io::Error::other(e.to_string()))?;
+        let mut name = prefix;
+        name.push(format!("{}-{random:016x}", std::process::id()));
+        let path = parent.join(name);
+        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Staging { path, keep: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the staged tree to `dest` atomically: `renameat2(RENAME_EXCHANGE)`
+    /// when `dest` exists (then the old tree is removed), else a rename that
+    /// refuses to replace anything. After a crash at any instant `dest` is
+    /// either the old or the new tree.
+    pub fn commit(mut self, dest: &Path) -> io::Result<()> {
+        let parent = parent_of(dest);
+        match fs::symlink_metadata(dest) {
+            Ok(meta) if meta.file_type().is_dir() => {
+                rename_exchange(&self.path, dest)?;
+                sync_dir(&parent)?;
+                // `self.path` now holds the old tree; Drop removes it.
+                if let Err(e) = fs::remove_dir_all(&self.path) {
+                    tracing::warn!("removing old tree {}: {e}", self.path.display());
+                }
+                self.keep = true;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "destination exists and is not a directory",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                rename_noreplace(&self.path, dest)?;
+                sync_dir(&parent)?;
+                self.keep = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = remove_tree(&self.path) {
+                tracing::warn!("removing staging directory {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Removes a tree even where read-only directories would stop `remove_dir_all`.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_writable(&entry.path());
+        }
+    }
+}
+
+/// Removes staging directories left by installs that were killed (their
+/// process no longer exists).
+pub fn remove_stale(dest: &Path) {
+    let Some(prefix) = staging_prefix(dest) else {
+        return;
+    };
+    let parent = parent_of(dest);
+    let Ok(entries) = fs::read_dir(&parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        let pid = rest
+            .split(|&b| b == b'-')
+            .next()
+            .and_then(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        tracing::info!(
+            "removing stale staging directory {}",
+            entry.path().display()
+        );
+        let _ = remove_tree(&entry.path());
+    }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
+    // relative to the working directory like rename(2).
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    match renameat2(from, to, libc::RENAME_NOREPLACE) {
+        // Some file systems lack RENAME_NOREPLACE; `to` was just seen absent.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => fs::rename(from, to),
+        other => other,
+    }
+}
+
+/// Flushes the file system holding `path` (syncfs(2)).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(path)?;
+    // SAFETY: the descriptor is valid for the lifetime of `dir`.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
