@@ -31,6 +31,12 @@ impl Staging {
             io::Error::new(io::ErrorKind::InvalidInput, "destination has no file name")
         })?;
         let parent = parent_of(dest);
+        if !parent.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("directory {} does not exist", parent.display()),
+            ));
+        }
         let random = getrandom::u64().map_err(|e| io::Error::other(e.to_string()))?;
         let mut name = prefix;
         name.push(format!("{}-{random:016x}", std::process::id()));

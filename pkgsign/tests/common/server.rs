@@ -76,8 +76,9 @@ pub enum Knob {
     BreakAfter { bytes: u64, times: u32 },
     /// Answer with `code` for the first `times` requests.
     Status { code: u16, times: u32 },
-    /// Requests that carry a Range header get different content (a new ETag).
-    ChangeOnResume,
+    /// Drop the first connection after `break_after` body bytes; requests
+    /// that carry a Range header then get different content (a new ETag).
+    ChangeOnResume { break_after: u64 },
     /// Drop the connection after `bytes`, then stall the resumed request
     /// after `resumed_bytes` (for the kill-midway test).
     BreakThenStall { bytes: u64, resumed_bytes: u64 },
@@ -257,7 +258,7 @@ fn serve_connection(
     } else {
         std::fs::read(root.join(&rel)).ok()
     };
-    if let (Some(Knob::ChangeOnResume), Some(b)) = (&knob, body.as_mut()) {
+    if let (Some(Knob::ChangeOnResume { .. }), Some(b)) = (&knob, body.as_mut()) {
         if seen.header("range").is_some() {
             for byte in b.iter_mut() {
                 *byte ^= 0x55;
@@ -342,6 +343,12 @@ fn serve_connection(
                 stream.flush()?;
                 std::thread::sleep(pause);
             }
+        }
+        Some(Knob::ChangeOnResume { break_after }) if count == 1 => {
+            let n = (break_after as usize).min(body.len());
+            stream.write_all(&body[..n])?;
+            stream.flush()?;
+            return Ok(());
         }
         Some(Knob::BreakAfter { bytes, times }) if count <= times => {
             let n = (bytes as usize).min(body.len());
