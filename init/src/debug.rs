@@ -1,0 +1,56 @@
+//! The `debug` state: the network stays up, staff get a shell on the
+//! console (and ssh, when the CD carries dropbear and the server gave keys),
+//! and nothing on disk is touched.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::console;
+use crate::proc;
+
+/// Shells tried for the console, in order.
+const SHELLS: &[&str] = &["/bin/sh", "/bin/busybox"];
+
+/// Keeps a root shell on the serial console, starting a new one whenever it
+/// exits. Never returns.
+pub fn console_shell_forever(reason: &str) -> ! {
+    console::line(&format!("debug: {reason}"));
+    console::line("debug: a root shell is on this console; nothing on disk has been changed.");
+    loop {
+        let Some(shell) = SHELLS.iter().find(|s| std::path::Path::new(s).exists()) else {
+            console::line("debug: no shell on this CD; waiting");
+            std::thread::sleep(Duration::from_secs(3600));
+            continue;
+        };
+        let mut cmd = Command::new(shell);
+        if shell.ends_with("busybox") {
+            cmd.arg("sh");
+        }
+        for tty in ["/dev/ttyS0", "/dev/console"] {
+            if let (Ok(i), Ok(o), Ok(e)) = (
+                std::fs::File::open(tty),
+                std::fs::OpenOptions::new().write(true).open(tty),
+                std::fs::OpenOptions::new().write(true).open(tty),
+            ) {
+                cmd.stdin(Stdio::from(i))
+                    .stdout(Stdio::from(o))
+                    .stderr(Stdio::from(e));
+                break;
+            }
+        }
+        cmd.env("PS1", "plnode-debug# ")
+            .env("PATH", "/sbin:/bin:/usr/sbin:/usr/bin");
+        match proc::spawn(&mut cmd) {
+            Ok(mut child) => {
+                let exit = child.wait();
+                console::line(&format!(
+                    "debug: shell ended ({}); starting another",
+                    exit.map(|e| e.to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                ));
+            }
+            Err(e) => console::line(&format!("debug: cannot start {shell}: {e}")),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,167 @@
+//! Handing the machine over to the installed OS.
+//!
+//! The installed root is `deployments/<id>/root` on the node's partition.
+//! It becomes `/` by `switch_root`: bind it on `/sysroot`, put the
+//! deployment's kernel modules on `/lib/modules` and the whole partition on
+//! `/plnode`, move `/dev`, `/proc`, `/sys` and `/run` over, free the
+//! initramfs, make `/sysroot` the root and exec its `/sbin/init`.
+
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _};
+use nix::mount::{mount, MsFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::console;
+use crate::deploy::{DeploymentRecord, Disk};
+
+/// Where the new root is assembled.
+pub const SYSROOT: &str = "/sysroot";
+/// Where the installed root finds the node's partition.
+pub const PARTITION_MOUNT: &str = "plnode";
+/// What the CD tells the installed system (in `/run`, which moves along).
+pub const HANDOVER_FILE: &str = "/run/plnode/handover.json";
+
+/// `/run/plnode/handover.json`: read by the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub deployment: String,
+    pub os_version: String,
+    /// Boots left while the deployment is on trial.
+    pub trial_boots_left: Option<u32>,
+    pub cd_version: String,
+    pub kernel_release: String,
+}
+
+fn bind(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("binding {} on {}", src.display(), dst.display()))
+}
+
+fn move_mount(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .with_context(|| format!("moving {} to {}", src.display(), dst.display()))
+}
+
+/// The module directory names (kernel releases) in a kernel package.
+pub fn kernel_releases(kernel_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(kernel_dir.join("lib/modules"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Deletes the initramfs's files (they live in RAM) without crossing into
+/// other file systems, as `switch_root` does.
+fn free_initramfs(root_dev: u64, skip: &Path) {
+    fn walk(dir: &Path, root_dev: u64, skip: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path == skip {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if meta.dev() != root_dev {
+                    continue;
+                }
+                walk(&path, root_dev, skip);
+                let _ = std::fs::remove_dir(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    walk(Path::new("/"), root_dev, skip);
+}
+
+/// Hands over to deployment `record` on `disk` (mounted read-write at
+/// `disk.root`). Returns only on failure, before anything irreversible
+/// when it can.
+pub fn switch_root(disk: &Disk, record: &DeploymentRecord, handover: &Handover) -> anyhow::Error {
+    match try_switch_root(disk, record, handover) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn try_switch_root(
+    disk: &Disk,
+    record: &DeploymentRecord,
+    handover: &Handover,
+) -> anyhow::Result<std::convert::Infallible> {
+    let deployment = disk.deployment_path(&record.id);
+    let root = deployment.join("root");
+    let init = root.join("sbin/init");
+    // Checked before anything is moved: a root without an init would strand us.
+    let init_meta = std::fs::symlink_metadata(&init)
+        .with_context(|| format!("{} has no /sbin/init", root.display()))?;
+    anyhow::ensure!(
+        init_meta.is_file() || init_meta.file_type().is_symlink(),
+        "{} is not a program",
+        init.display()
+    );
+
+    let sysroot = PathBuf::from(SYSROOT);
+    std::fs::create_dir_all(&sysroot).context("creating /sysroot")?;
+    bind(&root, &sysroot)?;
+    let modules = deployment.join("kernel/lib/modules");
+    let target_modules = sysroot.join("lib/modules");
+    if modules.is_dir() && target_modules.is_dir() {
+        bind(&modules, &target_modules)?;
+    }
+    let partition = sysroot.join(PARTITION_MOUNT);
+    if partition.is_dir() {
+        bind(&disk.root, &partition)?;
+    } else {
+        tracing::warn!("the installed root has no /{PARTITION_MOUNT}: the node's partition will not be visible to it");
+    }
+
+    std::fs::create_dir_all("/run/plnode").context("creating /run/plnode")?;
+    std::fs::write(HANDOVER_FILE, serde_json::to_vec_pretty(handover)?)
+        .context("writing the hand-over note")?;
+    console::step(
+        "boot/handover",
+        console::StepStatus::Ok,
+        &format!(
+            "switch_root deployment={} os={}",
+            record.id, record.os_version
+        ),
+    );
+    console::detach_log_file();
+
+    for m in ["/dev", "/proc", "/sys", "/run"] {
+        move_mount(Path::new(m), &sysroot.join(m.trim_start_matches('/')))?;
+    }
+    let root_dev = std::fs::metadata("/").map(|m| m.dev()).unwrap_or(0);
+    std::env::set_current_dir(&sysroot).context("entering /sysroot")?;
+    free_initramfs(root_dev, &sysroot);
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("moving /sysroot to /")?;
+    nix::unistd::chroot(".").context("chroot into the new root")?;
+    std::env::set_current_dir("/").context("entering the new root")?;
+
+    let prog = CString::new("/sbin/init").map_err(|e| anyhow!("{e}"))?;
+    let args = [
+        CString::new("/sbin/init").map_err(|e| anyhow!("{e}"))?,
+        CString::new("supervisor").map_err(|e| anyhow!("{e}"))?,
+    ];
+    let env: [CString; 0] = [];
+    match nix::unistd::execve(&prog, &args, &env) {
+        Ok(never) => match never {},
+        Err(e) => Err(anyhow!("exec of the installed /sbin/init failed: {e} (the old root is gone; only a reboot helps now)")),
+    }
+}

@@ -1,0 +1,271 @@
+//! Child processes under a PID 1.
+//!
+//! PID 1 inherits every orphan and must reap them, but a reaper calling
+//! `waitpid(-1)` would also steal the exit status of children we wait for
+//! ourselves. So every child we start is registered (under a lock held
+//! across `fork`, so a child that exits at once is not missed) and the
+//! reaper hands each registered child's status to its owner; orphans are
+//! just reaped. Outside PID 1 (tests, CLI) no reaper runs and children are
+//! waited for the ordinary way.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+    fn from_std(s: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+static REAPER: AtomicBool = AtomicBool::new(false);
+
+fn registry() -> &'static Mutex<HashMap<i32, Sender<Exit>>> {
+    static R: OnceLock<Mutex<HashMap<i32, Sender<Exit>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock_registry() -> std::sync::MutexGuard<'static, HashMap<i32, Sender<Exit>>> {
+    registry().lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the reaper thread (PID 1 only; once).
+pub fn start_reaper() {
+    if REAPER.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(|| loop {
+            match waitpid(Pid::from_raw(-1), None) {
+                Ok(status) => {
+                    let (pid, exit) = match status {
+                        WaitStatus::Exited(pid, code) => (pid, Exit::Code(code)),
+                        WaitStatus::Signaled(pid, sig, _) => (pid, Exit::Signal(sig as i32)),
+                        _ => continue,
+                    };
+                    if let Some(owner) = lock_registry().remove(&pid.as_raw()) {
+                        let _ = owner.send(exit);
+                    } else {
+                        tracing::debug!("reaped orphan {pid} ({exit})");
+                    }
+                }
+                // No children at the moment.
+                Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_millis(100)),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        });
+    if spawned.is_err() {
+        REAPER.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A child we started.
+pub struct Child {
+    inner: std::process::Child,
+    exit: Option<Receiver<Exit>>,
+    done: Option<Exit>,
+}
+
+/// Starts `cmd`, registered with the reaper when one runs.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    if !REAPER.load(Ordering::SeqCst) {
+        return Ok(Child {
+            inner: cmd.spawn()?,
+            exit: None,
+            done: None,
+        });
+    }
+    let mut reg = lock_registry();
+    let inner = cmd.spawn()?;
+    let (tx, rx) = channel();
+    reg.insert(inner.id() as i32, tx);
+    Ok(Child {
+        inner,
+        exit: Some(rx),
+        done: None,
+    })
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.inner.stdout.take()
+    }
+
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.inner.stderr.take()
+    }
+
+    /// Waits for the end.
+    pub fn wait(&mut self) -> std::io::Result<Exit> {
+        if let Some(done) = self.done {
+            return Ok(done);
+        }
+        let exit = match &self.exit {
+            Some(rx) => rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the reaper stopped"))?,
+            None => Exit::from_std(self.inner.wait()?),
+        };
+        self.done = Some(exit);
+        Ok(exit)
+    }
+
+    /// Waits at most `limit`; `None` if still running.
+    pub fn wait_timeout(&mut self, limit: Duration) -> std::io::Result<Option<Exit>> {
+        if let Some(done) = self.done {
+            return Ok(Some(done));
+        }
+        let exit = match &self.exit {
+            Some(rx) => match rx.recv_timeout(limit) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other("the reaper stopped"))
+                }
+            },
+            None => {
+                let deadline = std::time::Instant::now() + limit;
+                loop {
+                    if let Some(s) = self.inner.try_wait()? {
+                        break Exit::from_std(s);
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.done = Some(exit);
+        Ok(Some(exit))
+    }
+
+    /// Sends a signal (ignored if it already ended).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if self.done.is_none() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.inner.id() as i32), sig);
+        }
+    }
+}
+
+/// The result of [`run`].
+pub struct Output {
+    pub exit: Exit,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to its end, capturing its output; an error names the
+/// program and carries its stderr when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn(cmd).map_err(|e| anyhow::anyhow!("cannot start {program}: {e}"))?;
+    let mut err_pipe = child.stderr();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let mut stdout = String::new();
+    if let Some(mut p) = child.stdout() {
+        let _ = p.read_to_string(&mut stdout);
+    }
+    let stderr = err_reader.join().unwrap_or_default();
+    let exit = child.wait()?;
+    if !exit.success() {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        anyhow::bail!(
+            "{program} failed ({exit}){}",
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            }
+        );
+    }
+    Ok(Output {
+        exit,
+        stdout,
+        stderr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_captures_output_and_reports_failures_with_stderr() {
+        let out = run(Command::new("sh").args(["-c", "echo hello; echo warn >&2"])).unwrap();
+        assert_eq!(out.stdout.trim(), "hello");
+        assert_eq!(out.stderr.trim(), "warn");
+        let e = run(Command::new("sh").args(["-c", "echo 'disk is on fire' >&2; exit 3"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(e, "sh failed (exit code 3): disk is on fire");
+        let e = run(&mut Command::new("/nonexistent/tool"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("cannot start /nonexistent/tool"), "{e}");
+    }
+
+    #[test]
+    fn wait_timeout_sees_a_running_child_then_its_end() {
+        let mut child = spawn(Command::new("sleep").arg("0.3")).unwrap();
+        assert_eq!(child.wait_timeout(Duration::from_millis(10)).unwrap(), None);
+        assert_eq!(
+            child.wait_timeout(Duration::from_secs(10)).unwrap(),
+            Some(Exit::Code(0))
+        );
+        assert_eq!(child.wait().unwrap(), Exit::Code(0));
+    }
+}
