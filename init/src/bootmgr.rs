@@ -502,7 +502,19 @@ fn boot_installed(
         trial_boots_left: trial.map(|t| t.saturating_sub(1)),
         cd_version: boot.cd.cd_version.clone(),
         kernel_release,
+        server_urls: server_urls(&boot.cd, boot.node.as_ref().map(|f| &f.config))
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
+        clock_floor: boot.cd.build_time,
     };
+    // The installed system talks to the server with the CD's CA; refresh
+    // its copy on every boot (the CD is the root of trust).
+    if let Ok(ca) = std::fs::read(CD_CA) {
+        if let Err(e) = deploy::write_atomic(&disk.trust_dir().join("ca.pem"), &ca) {
+            tracing::warn!("could not copy the CA for the installed system: {e:#}");
+        }
+    }
     std::mem::forget(mounted); // the partition stays mounted for the installed system
     let error = handover::switch_root(&disk, &record, &note);
     console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));

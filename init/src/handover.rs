@@ -33,6 +33,10 @@ pub struct Handover {
     pub trial_boots_left: Option<u32>,
     pub cd_version: String,
     pub kernel_release: String,
+    /// The boot servers the CD used (the node config may name none).
+    pub server_urls: Vec<String>,
+    /// The newest time the CD could prove (its build time).
+    pub clock_floor: config::Timestamp,
 }
 
 fn bind(src: &Path, dst: &Path) -> anyhow::Result<()> {

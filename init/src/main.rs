@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
-use init::{bootmgr, console, modprobe};
+use init::{bootmgr, console, modprobe, supervisor};
 
 #[derive(Parser)]
 #[command(
@@ -33,11 +33,33 @@ enum Command {
     Hwinfo,
     /// Find the node config as the boot CD would, and say where it came from.
     FindConfig,
+    /// Run the supervisor as an ordinary process (tests, or under another init):
+    /// services from ROOT/etc/plnode/supervisor.toml, logs in ROOT/plnode/log.
+    Supervisor {
+        /// The directory standing in for the installed root.
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+        /// Check in with the boot server (needs ROOT/plnode/node.toml and trust/ca.pem).
+        #[arg(long)]
+        checkin: bool,
+    },
+    /// Ask PID 1 to reboot the node in order (services stopped, disks synced).
+    Reboot,
+    /// Ask PID 1 to power the node off in order.
+    Poweroff,
 }
 
 fn main() {
+    let first_arg = std::env::args().nth(1);
     if std::process::id() == 1 {
-        // The kernel passes stray command-line words as arguments: ignore them.
+        // On the CD the kernel starts us with stray command-line words as
+        // arguments: ignore them. The CD starts the installed system's init
+        // with `supervisor`.
+        if first_arg.as_deref() == Some("supervisor")
+            || !std::path::Path::new(bootmgr::CD_INFO).exists()
+        {
+            supervisor::run_as_pid1();
+        }
         bootmgr::run_as_pid1();
     }
     let cli = Cli::parse();
@@ -81,6 +103,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let hw = init::hardware::summary();
             println!("{}", serde_json::to_string_pretty(&hw)?);
         }
+        Command::Supervisor { root, checkin } => {
+            let opts = supervisor::Options {
+                root,
+                machine: false,
+                checkin,
+            };
+            let ending = supervisor::run(&opts)?;
+            println!("supervisor ended: {ending:?}");
+        }
+        Command::Reboot => signal_init(nix::sys::signal::Signal::SIGTERM)?,
+        Command::Poweroff => signal_init(nix::sys::signal::Signal::SIGUSR2)?,
         Command::FindConfig => {
             let cmdline = init::cmdline::Cmdline::read();
             match init::nodecfg::discover(&cmdline)? {
@@ -95,4 +128,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn signal_init(sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), sig)
+        .map_err(|e| anyhow::anyhow!("signalling PID 1: {e}"))
 }
