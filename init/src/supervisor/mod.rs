@@ -113,8 +113,8 @@ fn health(opts: &Options, services: &Services) -> HealthSummary {
     let (free, total) = nix::sys::statvfs::statvfs(&opts.partition())
         .map(|s| {
             (
-                s.blocks_available() as u64 * s.fragment_size() as u64,
-                s.blocks() as u64 * s.fragment_size() as u64,
+                u64::from(s.blocks_available()) * u64::from(s.fragment_size()),
+                u64::from(s.blocks()) * u64::from(s.fragment_size()),
             )
         })
         .unwrap_or((0, 0));
