@@ -113,8 +113,8 @@ fn health(opts: &Options, services: &Services) -> HealthSummary {
     let (free, total) = nix::sys::statvfs::statvfs(&opts.partition())
         .map(|s| {
             (
-                u64::from(s.blocks_available()) * u64::from(s.fragment_size()),
-                u64::from(s.blocks()) * u64::from(s.fragment_size()),
+                s.blocks_available() * s.fragment_size(),
+                s.blocks() * s.fragment_size(),
             )
         })
         .unwrap_or((0, 0));
