@@ -471,3 +471,132 @@ fn bad_input_gives_a_clear_error_and_no_output() {
         assert!(files_in(&dir).is_empty(), "left {:?}", files_in(&dir));
     }
 }
+
+/// Unpacks a newc cpio (regular files, directories, symlinks) into `dest`.
+fn unpack_cpio(mut data: &[u8], dest: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut names = Vec::new();
+    loop {
+        let mut reader = cpio::NewcReader::new(data).unwrap();
+        let entry = reader.entry().clone();
+        if entry.is_trailer() {
+            break;
+        }
+        let path = dest.join(entry.name());
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut content).unwrap();
+        match entry.mode() & 0o170000 {
+            0o040000 => fs::create_dir_all(&path).unwrap(),
+            0o100000 => {
+                fs::write(&path, &content).unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode() & 0o7777))
+                    .unwrap();
+            }
+            0o120000 => {
+                std::os::unix::fs::symlink(String::from_utf8(content).unwrap(), &path).unwrap()
+            }
+            _ => {}
+        }
+        names.push(entry.name().to_string());
+        data = reader.finish().unwrap();
+    }
+    names
+}
+
+#[test]
+fn initramfs_holds_init_trust_roots_modules_and_working_tools() {
+    let Some(f) = fixture() else { return };
+    let Some(iso) = built_cd() else { return };
+    let mut image = IsoImage::open(fs::File::open(iso).unwrap()).unwrap();
+    let initrd = image.read_file("boot/initrd.img", 100 << 20).unwrap();
+    assert_eq!(
+        initrd.len() % 4,
+        0,
+        "padded so the per-node archive starts aligned"
+    );
+    let mut cpio = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&initrd[..]), &mut cpio).unwrap();
+    let root = f.dir.join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    let names = unpack_cpio(&cpio, &root);
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries in path order");
+    for path in [
+        "init",
+        "etc/plnode/cd.toml",
+        "etc/plnode/ca.pem",
+        "etc/plnode/root.json",
+        "etc/plnode/node",
+        "dev/console",
+    ] {
+        assert!(names.iter().any(|n| n == path), "{path} missing");
+    }
+    assert_eq!(
+        fs::read(root.join("etc/plnode/root.json")).unwrap(),
+        fs::read(&f.root_json).unwrap()
+    );
+    let cd = config::cd::CdInfo::load(&root.join("etc/plnode/cd.toml")).unwrap();
+    assert_eq!((cd.cd_version.as_str(), cd.root_version), ("2026.11.1", 1));
+    assert_eq!(cd.ca_sha256, f.ca_sha256);
+    assert_eq!(cd.build_time.unix(), EPOCH.parse::<i64>().unwrap());
+    let modules = root.join("lib/modules").join(&cd.kernel_version);
+    let dep = fs::read_to_string(modules.join("modules.dep")).unwrap();
+    for module in [
+        "virtio_net.ko",
+        "virtio_blk.ko",
+        "virtio_scsi.ko",
+        "virtio_pci.ko",
+        "e1000e.ko",
+        "igb.ko",
+        "ixgbe.ko",
+        "r8169.ko",
+        "ahci.ko",
+        "nvme.ko",
+        "sd_mod.ko",
+        "sr_mod.ko",
+        "ext4.ko",
+        "crc32c_generic.ko",
+        "isofs.ko",
+        "vfat.ko",
+        "overlay.ko",
+        "sch_htb.ko",
+        "cls_fw.ko",
+        "cls_u32.ko",
+    ] {
+        assert!(
+            dep.lines().any(|l| l
+                .split(':')
+                .next()
+                .unwrap()
+                .ends_with(&format!("/{module}"))),
+            "{module}"
+        );
+    }
+    assert!(fs::read_to_string(modules.join("modules.alias"))
+        .unwrap()
+        .contains(" virtio_net\n"));
+
+    if !mkimage::running_as_root() {
+        eprintln!("SKIP (part): not root, so the initramfs tools are not run in a chroot");
+        return;
+    }
+    for (program, args, expected) in [
+        ("/sbin/mke2fs", vec!["-V"], "mke2fs"),
+        ("/usr/sbin/dropbear", vec!["-V"], "Dropbear"),
+        ("/bin/sh", vec!["-c", "echo shell-ok"], "shell-ok"),
+    ] {
+        let out = Command::new("chroot")
+            .arg(&root)
+            .arg(program)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            text(&out).contains(expected),
+            "{program} in the initramfs: {}",
+            text(&out)
+        );
+    }
+}
