@@ -1,1 +1,24 @@
-//! The boot server: node registry, authenticated check-in, boot states, repository, status page
+//! The boot server: node registry, authenticated check-in, boot states,
+//! repository, status page (issue 3, DESIGN.md §2).
+//!
+//! - [`workdir`]: the working directory (`bootserver init`): config, TLS
+//!   identity ([`pki`]), the SQLite registry ([`db`]), published repository
+//!   snapshots ([`repo_store`]).
+//! - [`registry`]: sites, nodes, slices and logs as typed values ([`model`]);
+//!   the admin CLI and the status page read and change them through it.
+//! - [`server`]: HTTPS with rustls; the node API authenticates every request
+//!   (`config::api::auth`), refuses stale and replayed ones ([`replay`]) and
+//!   stores reports through one group-committing writer ([`writer`]).
+//! - [`publish`]: `repo publish`, verifying a pkgsign repository before it
+//!   is served.
+
+pub mod db;
+pub mod model;
+pub mod pki;
+pub mod publish;
+pub mod registry;
+pub mod replay;
+pub mod repo_store;
+pub mod server;
+pub mod workdir;
+pub mod writer;
