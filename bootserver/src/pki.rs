@@ -21,6 +21,8 @@ pub enum PkiError {
         #[source]
         source: rcgen::Error,
     },
+    #[error("drawing random bytes: {0}")]
+    Random(getrandom::Error),
     #[error("`{name}` is not a DNS name usable in a certificate: {source}")]
     BadName {
         name: String,
@@ -49,10 +51,6 @@ pub struct PemPair {
     pub key_pem: String,
 }
 
-/// The CA's subject; fixed so a later re-issue with the same key produces
-/// certificates that chain to the CA the CDs already carry.
-const CA_COMMON_NAME: &str = "plnode boot server CA";
-
 /// Validity of generated certificates. Nodes on old CDs must keep working
 /// for years; the CA is the trust root, so it outlives the server certificate.
 const CA_VALID_YEARS: i32 = 20;
@@ -67,60 +65,53 @@ fn validity(params: &mut CertificateParams, years: i32) {
         .unwrap_or(now + time::Duration::days(365 * i64::from(years)));
 }
 
-fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
+/// A new CA and a server certificate it signed.
+pub struct GeneratedPki {
+    pub ca: PemPair,
+    pub server: PemPair,
+}
+
+fn generate_key(what: &'static str) -> Result<KeyPair, PkiError> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| PkiError::Generate { what, source })
+}
+
+/// Makes a CA (ECDSA P-256) and a server certificate valid for every DNS
+/// name and IP address given (all as subject alternative names).
+///
+/// Each CA gets its own name (a random suffix), so a node holding another
+/// server's CA fails with "unknown issuer", not a confusing signature error.
+pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<GeneratedPki, PkiError> {
+    let ca_key = generate_key("the CA key")?;
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix).map_err(PkiError::Random)?;
+    let mut ca_params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
+    dn.push(
+        DnType::CommonName,
+        format!("plnode boot server CA {}", hex::encode(suffix)),
+    );
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params
-}
-
-/// Makes a new CA (ECDSA P-256).
-pub fn generate_ca() -> Result<PemPair, PkiError> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
-        PkiError::Generate {
-            what: "the CA key",
-            source,
-        }
-    })?;
-    let mut params = ca_params();
-    validity(&mut params, CA_VALID_YEARS);
-    let cert = params
-        .self_signed(&key)
+    validity(&mut ca_params, CA_VALID_YEARS);
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
         .map_err(|source| PkiError::Generate {
             what: "the CA certificate",
             source,
         })?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
-}
+    let ca = PemPair {
+        cert_pem: ca_cert.pem(),
+        key_pem: ca_key.serialize_pem(),
+    };
+    let issuer = Issuer::new(ca_params, ca_key);
 
-/// Issues a server certificate signed by the CA whose key is `ca_key_pem`,
-/// valid for every DNS name and IP address given (all as SANs).
-pub fn issue_server_cert(
-    ca_key_pem: &str,
-    dns_names: &[String],
-    ips: &[IpAddr],
-) -> Result<PemPair, PkiError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|source| PkiError::Generate {
-        what: "the CA key (reading it)",
-        source,
-    })?;
-    let issuer = Issuer::new(ca_params(), ca_key);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
-        PkiError::Generate {
-            what: "the server key",
-            source,
-        }
-    })?;
+    let key = generate_key("the server key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(
@@ -155,9 +146,12 @@ pub fn issue_server_cert(
             what: "the server certificate",
             source,
         })?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+    Ok(GeneratedPki {
+        ca,
+        server: PemPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
     })
 }
 
@@ -226,13 +220,12 @@ mod tests {
     #[test]
     fn an_issued_certificate_loads_into_a_server_config() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = generate_ca().unwrap();
-        let server = issue_server_cert(
-            &ca.key_pem,
+        let server = generate(
             &["localhost".into(), "boot.example.org".into()],
             &["127.0.0.1".parse().unwrap(), "10.0.2.2".parse().unwrap()],
         )
-        .unwrap();
+        .unwrap()
+        .server;
         let (cert, key) = (dir.path().join("s.pem"), dir.path().join("s.key"));
         std::fs::write(&cert, &server.cert_pem).unwrap();
         std::fs::write(&key, &server.key_pem).unwrap();
@@ -241,10 +234,7 @@ mod tests {
 
     #[test]
     fn bad_names_and_files_say_what_is_wrong() {
-        let ca = generate_ca().unwrap();
-        let e = issue_server_cert(&ca.key_pem, &["bäd.example".into()], &[])
-            .err()
-            .unwrap();
+        let e = generate(&["bäd.example".into()], &[]).err().unwrap();
         assert!(e.to_string().contains("bäd.example"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");

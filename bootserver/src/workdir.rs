@@ -221,8 +221,7 @@ fn build(staging: &Path, final_root: &Path, options: &InitOptions) -> Result<(),
             tls
         }
         None => {
-            let ca = pki::generate_ca()?;
-            let server = pki::issue_server_cert(&ca.key_pem, &host_names, &options.ips)?;
+            let pki::GeneratedPki { ca, server } = pki::generate(&host_names, &options.ips)?;
             for sub in ["ca", "tls"] {
                 let d = staging.join(sub);
                 fs::create_dir(&d).map_err(io_err(&d))?;
@@ -432,8 +431,8 @@ mod tests {
     #[test]
     fn a_site_certificate_must_cover_the_names_given() {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = pki::generate_ca().unwrap();
-        let cert = pki::issue_server_cert(&ca.key_pem, &["boot.example.org".into()], &[]).unwrap();
+        let pki::GeneratedPki { ca, server: cert } =
+            pki::generate(&["boot.example.org".into()], &[]).unwrap();
         for (name, text) in [
             ("ca.pem", &ca.cert_pem),
             ("s.pem", &cert.cert_pem),
