@@ -247,17 +247,18 @@ impl NodeClient {
         )
     }
 
-    /// Sends bytes on the kept-alive connection (reconnecting if the server
-    /// closed it) and reads the reply.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> Reply {
+    /// Sends bytes on the kept-alive connection (reconnecting once if the
+    /// server closed it) and reads the reply.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<Reply> {
         let head = bytes.starts_with(b"HEAD ");
-        for attempt in 0..2 {
+        let mut last_error = None;
+        for _attempt in 0..2 {
             if self.stream.is_none() {
-                self.stream = Some(
-                    connect(self.addr, self.tls.clone(), &self.server_name).expect("TLS connect"),
-                );
+                self.stream = Some(connect(self.addr, self.tls.clone(), &self.server_name)?);
             }
-            let stream = self.stream.as_mut().unwrap();
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
             let result = stream
                 .write_all(bytes)
                 .and_then(|()| stream.flush())
@@ -270,16 +271,20 @@ impl NodeClient {
                     {
                         self.stream = None;
                     }
-                    return reply;
+                    return Ok(reply);
                 }
-                Err(e) if attempt == 0 => {
-                    let _ = e;
+                Err(e) => {
                     self.stream = None;
+                    last_error = Some(e);
                 }
-                Err(e) => panic!("request failed: {e}"),
             }
         }
-        unreachable!()
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("no connection")))
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Reply {
+        self.try_send_raw(bytes)
+            .unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     /// Signs and sends; checks the reply's signature when it carries one.
