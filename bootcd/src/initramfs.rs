@@ -74,27 +74,17 @@ pub fn initramfs_tree(content: &InitramfsContent<'_>) -> Result<ImageTree, Initr
     check_init(content.init)?;
     let mut tree = ImageTree::new();
     tree.host_file_mode("init", content.init, 0o755)?;
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-        "mnt",
-        "root",
-        "var/log",
-        "etc/dropbear",
+    for (dir, mode) in [
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("mnt", 0o755),
+        ("root", 0o700),
+        ("var/log", 0o755),
     ] {
-        tree.dir(
-            dir,
-            if dir == "tmp" {
-                0o1777
-            } else if dir == "root" || dir == "etc/dropbear" {
-                0o700
-            } else {
-                0o755
-            },
-        )?;
+        tree.dir(dir, mode)?;
     }
     // The kernel opens /dev/console for init's stdio before init runs.
     tree.char_device("dev/console", 5, 1, 0o600)?;
@@ -113,6 +103,10 @@ pub fn initramfs_tree(content: &InitramfsContent<'_>) -> Result<ImageTree, Initr
     }
     if content.dropbear {
         packages::add_dropbear(&mut tree)?;
+        // The CD's host keys live in RAM: a plain directory, whatever the
+        // installed base does with /etc/dropbear.
+        tree.remove("etc/dropbear");
+        tree.dir("etc/dropbear", 0o700)?;
     }
     busybox::add_busybox(&mut tree, content.busybox)?;
     packages::etc_skeleton(&mut tree, "PlanetLab node CD", content.cd_version)?;

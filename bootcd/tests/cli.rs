@@ -533,6 +533,12 @@ fn initramfs_holds_init_trust_roots_modules_and_working_tools() {
     ] {
         assert!(names.iter().any(|n| n == path), "{path} missing");
     }
+    assert!(
+        fs::symlink_metadata(root.join("etc/dropbear"))
+            .unwrap()
+            .is_dir(),
+        "host keys need a writable directory"
+    );
     assert_eq!(
         fs::read(root.join("etc/plnode/root.json")).unwrap(),
         fs::read(&f.root_json).unwrap()

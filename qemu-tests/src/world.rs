@@ -1,0 +1,627 @@
+//! The whole boot chain for a scenario: signed repository, boot server,
+//! registered node, customised CD, a QEMU guest with a blank disk.
+//!
+//! What every scenario shares is built once per machine state and cached
+//! under the target directory ([`Shared`]): the static init, the release
+//! key, a boot server CA with a server certificate for 10.0.2.2 (the host as
+//! a QEMU guest sees it), the node OS packages in a signed repository, and
+//! the base CD. Each scenario gets a [`Lab`]: its own boot server (the real
+//! `bootserver` binary, its own SQLite database, the shared certificate as
+//! "the site's own PKI"), its own nodes, CDs and disks.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::repo::{Expiries, Repository, RoleSpec};
+use pkgsign::SecretKey;
+
+use crate::artifacts::{self, target_dir, workspace_root, ArtifactError};
+use crate::qemu::{Disk, DiskBus, Firmware, Qemu, QemuConfig};
+
+/// Bump when what [`Shared`] builds changes shape.
+const CACHE_VERSION: &str = "world-3";
+/// The address of the host's loopback as a QEMU user-mode guest sees it.
+pub const HOST_FROM_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// The version of the node OS packages in the shared repository.
+pub const OS_VERSION: &str = "2026.11.1";
+pub const CD_VERSION: &str = "2026.11-test";
+
+/// Artefacts shared by every scenario (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub dir: PathBuf,
+    pub init: PathBuf,
+    /// One key holds every repository role (threshold 1) and signs the CD.
+    pub release_key: PathBuf,
+    pub release_pub: PathBuf,
+    /// The published repository (kernel, base, sliver-ref at OS_VERSION).
+    pub repo: PathBuf,
+    pub ca_pem: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The signed base CD (no node config).
+    pub iso: PathBuf,
+    /// The project's binaries (bootserver, pkgsign, bootcd, mkimage).
+    pub bin_dir: PathBuf,
+}
+
+fn fail<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> ArtifactError + '_ {
+    move |e| ArtifactError::Failed(format!("{what}: {e}"))
+}
+
+/// Builds the project's command-line tools (debug profile) into the shared
+/// target directory and returns where they are.
+pub fn build_tools() -> Result<PathBuf, ArtifactError> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "bootserver",
+            "-p",
+            "pkgsign",
+            "-p",
+            "bootcd",
+            "-p",
+            "mkimage",
+            "--bins",
+        ])
+        .status()
+        .map_err(|e| ArtifactError::Failed(format!("running cargo: {e}")))?;
+    if !status.success() {
+        return Err(ArtifactError::Failed(format!(
+            "building the tools failed ({status})"
+        )));
+    }
+    Ok(target_dir().join("debug"))
+}
+
+/// A CA and a server certificate for `localhost`, 127.0.0.1 and 10.0.2.2.
+fn make_pki(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), ArtifactError> {
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail("CA parameters"))?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "plnode test site CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(fail("CA key"))?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(fail("CA certificate"))?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .map_err(fail("server parameters"))?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(HOST_FROM_GUEST.into()));
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "plnode test boot server");
+    let key = rcgen::KeyPair::generate().map_err(fail("server key"))?;
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(fail("server certificate"))?;
+    let (ca_pem, cert_pem, key_pem) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    fs::write(&ca_pem, ca_cert.pem()).map_err(fail("writing the CA"))?;
+    fs::write(&cert_pem, cert.pem()).map_err(fail("writing the server certificate"))?;
+    fs::write(&key_pem, key.serialize_pem()).map_err(fail("writing the server key"))?;
+    Ok((ca_pem, cert_pem, key_pem))
+}
+
+/// A key for every repository role and a repository signed with it.
+pub fn new_repository(dir: &Path, key: &SecretKey) -> Result<Repository, ArtifactError> {
+    let spec = RoleSpec {
+        keys: vec![key.public().clone()],
+        threshold: 1,
+    };
+    let roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+        .into_iter()
+        .map(|r| (r, spec.clone()))
+        .collect();
+    let expires = UtcTime::now().plus(Duration::from_secs(365 * 86_400));
+    Repository::init(dir, &roles, expires, std::slice::from_ref(key))
+        .map_err(fail("creating the repository"))
+}
+
+/// Publishes pending packages, everything valid for `days`.
+pub fn publish(repo: &Repository, key: &SecretKey, days: u64) -> Result<(), ArtifactError> {
+    let t = UtcTime::now().plus(Duration::from_secs(days * 86_400));
+    repo.publish(
+        std::slice::from_ref(key),
+        &Expiries {
+            targets: t,
+            snapshot: t,
+            timestamp: t,
+        },
+    )
+    .map_err(fail("publishing"))?;
+    Ok(())
+}
+
+/// Builds the node OS packages (config/examples/nodeos.toml, with the
+/// given init and version) into `repo`'s pending set.
+pub fn build_packages(
+    repo: &Path,
+    init: &Path,
+    version: &str,
+    only: Option<&[&str]>,
+) -> Result<(), ArtifactError> {
+    let spec_path = workspace_root().join("config/examples/nodeos.toml");
+    let mut spec =
+        mkimage::spec::ImageSpec::load(&spec_path).map_err(fail("reading the image spec"))?;
+    spec.version = version.to_string();
+    let mut binaries = BTreeMap::new();
+    binaries.insert("init".to_string(), init.to_path_buf());
+    let opts = mkimage::build::BuildOptions {
+        spec,
+        spec_dir: workspace_root().join("config/examples"),
+        binaries,
+        mtime: mkimage::archive::Mtime(1_795_000_000),
+        only: only.map(|names| names.iter().map(|n| n.to_string()).collect()),
+        out_dir: None,
+        repo: Some(repo.to_path_buf()),
+    };
+    mkimage::build::build(&opts).map_err(fail("mkimage build"))?;
+    Ok(())
+}
+
+fn file_digest(path: &Path) -> Result<String, ArtifactError> {
+    use sha2::Digest;
+    let bytes = fs::read(path).map_err(fail("reading init"))?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Holds an exclusive lock on a file while alive (between test processes).
+struct DirLock {
+    _file: fs::File,
+}
+
+impl DirLock {
+    fn take(path: &Path) -> Result<DirLock, ArtifactError> {
+        use std::os::fd::AsRawFd;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(fail("opening the cache lock"))?;
+        // SAFETY: flock on a file descriptor we own; released when it closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(ArtifactError::Failed(format!(
+                "locking {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(DirLock { _file: f })
+    }
+}
+
+impl Shared {
+    /// The shared artefacts, built on first use (by whichever test process
+    /// comes first; the others wait on a lock and reuse them).
+    pub fn get() -> Result<&'static Shared, ArtifactError> {
+        static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+        let r = SHARED.get_or_init(|| {
+            Shared::build().map_err(|e| match e {
+                ArtifactError::Unavailable(m) => format!("UNAVAILABLE:{m}"),
+                ArtifactError::Failed(m) => m,
+            })
+        });
+        match r {
+            Ok(s) => Ok(s),
+            Err(m) => match m.strip_prefix("UNAVAILABLE:") {
+                Some(rest) => Err(ArtifactError::Unavailable(rest.to_string())),
+                None => Err(ArtifactError::Failed(m.clone())),
+            },
+        }
+    }
+
+    fn build() -> Result<Shared, ArtifactError> {
+        crate::qemu::available(Firmware::Bios)
+            .map_err(|e| ArtifactError::Unavailable(e.to_string()))?;
+        let init = artifacts::build_init()?;
+        let bin_dir = build_tools()?;
+        let base = target_dir().join("qemu-world");
+        fs::create_dir_all(&base).map_err(fail("creating the cache"))?;
+        let _lock = DirLock::take(&base.join(".lock"))?;
+        let stamp_key = format!("{CACHE_VERSION} init={}", file_digest(&init)?);
+        let dir = base.join("current");
+        let shared = Shared {
+            init: init.clone(),
+            release_key: dir.join("release.key"),
+            release_pub: dir.join("release.pub"),
+            repo: dir.join("repo"),
+            ca_pem: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            iso: dir.join("plnode.iso"),
+            bin_dir,
+            dir: dir.clone(),
+        };
+        if fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp_key.as_str()) {
+            return Ok(shared);
+        }
+        eprintln!(
+            "qemu-tests: building the shared keys, repository and CD in {}",
+            dir.display()
+        );
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(fail("creating the cache"))?;
+        let key = SecretKey::generate().map_err(fail("generating the release key"))?;
+        key.save_new(&shared.release_key)
+            .map_err(fail("saving the release key"))?;
+        fs::write(
+            &shared.release_pub,
+            key.public()
+                .to_pem()
+                .map_err(fail("encoding the public key"))?,
+        )
+        .map_err(fail("writing the public key"))?;
+        make_pki(&dir)?;
+        let repo = new_repository(&shared.repo, &key)?;
+        build_packages(&shared.repo, &init, OS_VERSION, None)?;
+        publish(&repo, &key, 365)?;
+        let url = format!("https://{HOST_FROM_GUEST}:8443");
+        let trust = artifacts::CdTrust {
+            release_key: shared.release_key.clone(),
+            release_pub: shared.release_pub.clone(),
+            root_json: shared.repo.join("metadata/root.json"),
+            repo: shared.repo.clone(),
+            ca_pem: shared.ca_pem.clone(),
+            ca_key_pem: PathBuf::new(),
+        };
+        let opts = artifacts::cd_options(&shared.iso, &init, &trust, CD_VERSION, &url)?;
+        artifacts::build_cd(&opts)?;
+        fs::write(dir.join("stamp"), &stamp_key).map_err(fail("writing the stamp"))?;
+        Ok(shared)
+    }
+}
+
+/// A running `bootserver serve`, stopped when dropped.
+pub struct BootServer {
+    pub workdir: PathBuf,
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+    bin: PathBuf,
+}
+
+impl BootServer {
+    /// The URL a guest uses.
+    pub fn guest_url(&self) -> String {
+        format!("https://{HOST_FROM_GUEST}:{}", self.port)
+    }
+
+    /// Runs `bootserver --dir WORKDIR ARGS…` (admin commands); its stdout.
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(self.bin.join("bootserver"))
+            .arg("--dir")
+            .arg(&self.workdir)
+            .args(args)
+            .output()
+            .context("running bootserver")?;
+        if !out.status.success() {
+            bail!(
+                "bootserver {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `node show NODE --json`.
+    pub fn node(&self, node: u64) -> anyhow::Result<serde_json::Value> {
+        let text = self.admin(&["node", "show", &node.to_string(), "--json"])?;
+        serde_json::from_str(&text).with_context(|| format!("node show printed: {text}"))
+    }
+
+    /// The node's log as `node log` prints it.
+    pub fn node_log(&self, node: u64) -> String {
+        self.admin(&["node", "log", &node.to_string(), "--limit", "40"])
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    /// What the server printed.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BootServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A registered node: its id and config file.
+#[derive(Debug, Clone)]
+pub struct NodeReg {
+    pub id: u64,
+    pub config: PathBuf,
+    pub hostname: String,
+}
+
+/// One scenario's world.
+pub struct Lab {
+    pub shared: &'static Shared,
+    pub dir: PathBuf,
+    pub server: BootServer,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Where a guest should find the installed disk etc.
+pub struct Boot {
+    pub firmware: Firmware,
+    pub iso: PathBuf,
+    pub disks: Vec<Disk>,
+    pub rtc_base: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl Lab {
+    /// A new lab for scenario `name`; `Err(Unavailable)` means SKIP.
+    pub fn new(name: &str) -> Result<Lab, ArtifactError> {
+        let shared = Shared::get()?;
+        let dir = target_dir()
+            .join("qemu-runs")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(fail("creating the lab directory"))?;
+        let server = Lab::start_server(shared, &dir.join("server"))
+            .map_err(|e| ArtifactError::Failed(format!("{e:#}")))?;
+        Ok(Lab {
+            shared,
+            dir,
+            server,
+        })
+    }
+
+    fn start_server(shared: &Shared, workdir: &Path) -> anyhow::Result<BootServer> {
+        let bin = shared.bin_dir.join("bootserver");
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let url = format!("https://{HOST_FROM_GUEST}:{port}");
+        let run = |args: &[&str]| -> anyhow::Result<String> {
+            let out = Command::new(&bin)
+                .args(args)
+                .output()
+                .context("running bootserver")?;
+            if !out.status.success() {
+                bail!(
+                    "bootserver {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let w = workdir.to_string_lossy().into_owned();
+        run(&[
+            "init",
+            &w,
+            "--host",
+            "localhost",
+            "--ip",
+            "10.0.2.2",
+            "--ip",
+            "127.0.0.1",
+            "--listen",
+            &listen,
+            "--url",
+            &url,
+            "--cert",
+            &shared.server_cert.to_string_lossy(),
+            "--key",
+            &shared.server_key.to_string_lossy(),
+            "--ca",
+            &shared.ca_pem.to_string_lossy(),
+        ])?;
+        // Scenarios want quick check-ins from the installed node.
+        let cfg = workdir.join(config::server::FILE_NAME);
+        let text = fs::read_to_string(&cfg)?;
+        let text = if text.contains("[nodes]") {
+            text.replace("[nodes]", "[nodes]\ncheckin_interval_secs = 5")
+        } else {
+            format!("{text}\n[nodes]\ncheckin_interval_secs = 5\n")
+        };
+        fs::write(&cfg, text)?;
+        run(&[
+            "--dir",
+            &w,
+            "repo",
+            "publish",
+            &shared.repo.to_string_lossy(),
+        ])?;
+        run(&["--dir", &w, "site", "add", "testsite"])?;
+
+        let log = workdir.join("serve.log");
+        let log_file = fs::File::create(&log)?;
+        let mut child = Command::new(&bin)
+            .args(["--dir", &w, "serve", "--listen", &listen])
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("starting bootserver serve")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            let mut sink = fs::OpenOptions::new().append(true).open(&log2).ok();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.contains("listening on") {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                if let Some(f) = sink.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+            anyhow!(
+                "bootserver serve did not say `listening on` within 30 s: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
+        let _: SocketAddr = line
+            .rsplit("https://")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .with_context(|| format!("unexpected line {line:?}"))?;
+        Ok(BootServer {
+            workdir: workdir.to_path_buf(),
+            port,
+            child,
+            log,
+            bin: shared.bin_dir.clone(),
+        })
+    }
+
+    /// Registers a node (`node add`) and returns its id and config path.
+    /// `network` is `dhcp` or `static:ADDR/PREFIX:GATEWAY`.
+    pub fn add_node(&self, hostname: &str, extra: &[&str]) -> anyhow::Result<NodeReg> {
+        let config = self.dir.join(format!("{hostname}.toml"));
+        let cfg = config.to_string_lossy().into_owned();
+        let mut args = vec!["node", "add", hostname, "--site", "testsite", "-o", &cfg];
+        args.extend_from_slice(extra);
+        self.server.admin(&args)?;
+        let parsed = config::NodeConfig::load(&config).map_err(|e| anyhow!("{e}"))?;
+        Ok(NodeReg {
+            id: parsed.node_id.0,
+            config,
+            hostname: hostname.to_string(),
+        })
+    }
+
+    /// The base CD customised with `node`'s config.
+    pub fn node_iso(&self, node: &NodeReg) -> anyhow::Result<PathBuf> {
+        let out = self.dir.join(format!("{}.iso", node.hostname));
+        bootcd::customize::customize(&self.shared.iso, &node.config, &out)
+            .map_err(|e| anyhow!("bootcd customize: {e}"))?;
+        Ok(out)
+    }
+
+    /// A blank qcow2 disk of `gib` GiB.
+    pub fn blank_disk(&self, name: &str, gib: u64) -> anyhow::Result<Disk> {
+        let path = self.dir.join(format!("{name}.qcow2"));
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&path)
+            .arg(format!("{gib}G"))
+            .output()
+            .context("running qemu-img")?;
+        if !out.status.success() {
+            bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Disk {
+            path,
+            format: "qcow2",
+            bus: DiskBus::Virtio,
+            snapshot: false,
+        })
+    }
+
+    /// Starts a guest.
+    pub fn boot(&self, run_name: &str, boot: Boot) -> anyhow::Result<Qemu> {
+        let work = self.dir.join(run_name);
+        fs::create_dir_all(&work)?;
+        let mut cfg = QemuConfig::new(boot.firmware, &work).cdrom(&boot.iso);
+        for d in boot.disks {
+            cfg = cfg.disk(d);
+        }
+        cfg.rtc_base = boot.rtc_base;
+        cfg.extra_args = boot.extra_args;
+        Qemu::start(&cfg).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// The server's view of a node and its log, for failure messages.
+    pub fn diagnostics(&self, node: u64) -> String {
+        format!(
+            "--- server's log for node {node} ---\n{}\n--- bootserver output (last 30 lines) ---\n{}",
+            self.server.node_log(node),
+            self.server.output().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+/// Follows a guest through the markers of a scenario, each with its own
+/// time limit; on failure, the error carries the console tail and the
+/// server's log for the node.
+pub struct Follow<'a> {
+    pub qemu: &'a mut Qemu,
+    pub lab: &'a Lab,
+    pub node: u64,
+    pub started: Instant,
+    /// (marker, seconds since QEMU start) of every step passed.
+    pub times: Vec<(String, f64)>,
+}
+
+impl<'a> Follow<'a> {
+    pub fn new(qemu: &'a mut Qemu, lab: &'a Lab, node: u64) -> Follow<'a> {
+        Follow {
+            qemu,
+            lab,
+            node,
+            started: Instant::now(),
+            times: Vec::new(),
+        }
+    }
+
+    /// Waits for a console line matching `pattern` (a regex).
+    pub fn expect(&mut self, pattern: &str, secs: u64) -> anyhow::Result<String> {
+        match self.qemu.wait_for(pattern, Duration::from_secs(secs)) {
+            Ok(m) => {
+                eprintln!("[{:7.1}s] {}", m.elapsed.as_secs_f64(), m.line);
+                self.times
+                    .push((pattern.to_string(), m.elapsed.as_secs_f64()));
+                Ok(m.line)
+            }
+            Err(e) => Err(anyhow!("{e}\n{}", self.lab.diagnostics(self.node))),
+        }
+    }
+
+    /// Waits for `@step NAME ok…@`, failing at once on `@step NAME fail…@`.
+    pub fn step_ok(&mut self, name: &str, secs: u64) -> anyhow::Result<String> {
+        let escaped = regex::escape(name);
+        let line = self.expect(&format!(r"@step {escaped} (ok|fail)"), secs)?;
+        if line.contains(&format!("@step {name} fail")) {
+            bail!(
+                "step {name} failed: {line}\n{}\n{}",
+                self.qemu.tail(crate::qemu::TAIL_LINES),
+                self.lab.diagnostics(self.node)
+            );
+        }
+        Ok(line)
+    }
+}

@@ -1,0 +1,116 @@
+//! The boot chain end to end: a blank disk, state `reinstall`, through the
+//! install to the hand-over into the installed system, then a second boot
+//! from that disk in state `boot`. Each step is read from the guest's
+//! serial console; the server's records are checked too.
+
+use qemu_tests::qemu::Firmware;
+use qemu_tests::world::{Boot, Follow, Lab, OS_VERSION};
+use qemu_tests::ArtifactError;
+
+fn lab(name: &str) -> Option<Lab> {
+    match Lab::new(name) {
+        Ok(l) => Some(l),
+        Err(ArtifactError::Unavailable(why)) => {
+            eprintln!("SKIP: {why}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn fresh_install_hands_over_then_boots_from_disk() {
+    let Some(lab) = lab("fresh-install") else {
+        return;
+    };
+    let node = lab.add_node("node1", &[]).unwrap();
+    let iso = lab.node_iso(&node).unwrap();
+    let disk = lab.blank_disk("disk", 4).unwrap();
+
+    let mut qemu = lab
+        .boot(
+            "first",
+            Boot {
+                firmware: Firmware::Bios,
+                iso: iso.clone(),
+                disks: vec![disk.clone()],
+                rtc_base: None,
+                extra_args: vec![],
+            },
+        )
+        .unwrap();
+    let mut f = Follow::new(&mut qemu, &lab, node.id);
+    f.expect("@banner plnode-init .* cd=", 120).unwrap();
+    let config = f.step_ok("config", 60).unwrap();
+    assert!(
+        config.contains(&format!("source=cd node={}", node.id)),
+        "{config}"
+    );
+    f.step_ok("network", 90).unwrap();
+    f.step_ok("tls", 90).unwrap();
+    let checkin = f.step_ok("checkin", 60).unwrap();
+    assert!(checkin.contains("state=reinstall"), "{checkin}");
+    for (step, secs) in [
+        ("reinstall/preflight", 60),
+        ("reinstall/metadata", 120),
+        ("reinstall/download", 300),
+        ("reinstall/partition", 60),
+        ("reinstall/mkfs", 120),
+        ("reinstall/install", 600),
+        ("reinstall/commit", 60),
+    ] {
+        f.step_ok(step, secs).unwrap();
+    }
+    f.step_ok("boot/verify", 120).unwrap();
+    let handover = f.step_ok("boot/handover", 60).unwrap();
+    assert!(handover.contains(&format!("os={OS_VERSION}")), "{handover}");
+    let first_handover = f.times.last().map(|t| t.1).unwrap_or_default();
+    f.step_ok("supervisor/start", 60).unwrap();
+    let checkin = f.step_ok("supervisor/checkin", 120).unwrap();
+    assert!(
+        checkin.contains("state=boot"),
+        "the server moved the node to boot after the install: {checkin}"
+    );
+
+    let shown = lab.server.node(node.id).unwrap();
+    assert_eq!(shown["boot_state"], "boot", "{shown:#}");
+    assert_eq!(shown["report"]["run_level"], "boot", "{shown:#}");
+    assert_eq!(shown["report"]["os_version"], OS_VERSION, "{shown:#}");
+
+    // An orderly reboot, asked for through the server.
+    lab.server
+        .admin(&["node", "reboot", &node.id.to_string()])
+        .unwrap();
+    f.expect("@step supervisor/shutdown ok Reboot", 120)
+        .unwrap();
+    drop(f);
+    qemu.kill();
+
+    let mut qemu = lab
+        .boot(
+            "second",
+            Boot {
+                firmware: Firmware::Bios,
+                iso,
+                disks: vec![disk],
+                rtc_base: None,
+                extra_args: vec![],
+            },
+        )
+        .unwrap();
+    let mut f = Follow::new(&mut qemu, &lab, node.id);
+    let checkin = f.step_ok("checkin", 240).unwrap();
+    assert!(checkin.contains("state=boot"), "{checkin}");
+    let verify = f.step_ok("boot/verify", 120).unwrap();
+    assert!(verify.contains(&format!("os={OS_VERSION}")), "{verify}");
+    f.step_ok("boot/handover", 60).unwrap();
+    let second_handover = f.times.last().map(|t| t.1).unwrap_or_default();
+    f.step_ok("supervisor/checkin", 120).unwrap();
+    let log = qemu.tail(10_000);
+    assert!(
+        !log.contains("reinstall/"),
+        "the second boot must not reinstall"
+    );
+    assert!(second_handover < first_handover, "booting from disk ({second_handover:.0} s) should be faster than installing ({first_handover:.0} s)");
+    eprintln!("hand-over after install: {first_handover:.1} s; from disk: {second_handover:.1} s");
+}
