@@ -164,10 +164,13 @@ fn c_path(path: &Path) -> io::Result<CString> {
 
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let (from, to) = (c_path(from)?, c_path(to)?);
+    // The raw system call: musl's libc (the static init is built with it)
+    // has no renameat2 wrapper.
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
     // relative to the working directory like rename(2).
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             from.as_ptr(),
             libc::AT_FDCWD,
