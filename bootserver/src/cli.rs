@@ -464,6 +464,7 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
 
 fn serve(dir: &Path, listen: Option<SocketAddr>) -> Result<()> {
     let wd = open(dir)?;
+    raise_open_file_limit(wd.config.limits.max_connections);
     let listen = listen.unwrap_or(wd.config.server.listen);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -483,6 +484,36 @@ fn serve(dir: &Path, listen: Option<SocketAddr>) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Every node connection is a descriptor: lift the soft limit to the hard
+/// one (what nginx's `worker_rlimit_nofile` does), and say so if even that
+/// is below `max_connections`.
+fn raise_open_file_limit(max_connections: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return;
+            }
+        }
+    }
+    // Descriptors beyond connections: the database, log, listener, files being served.
+    if limit.rlim_cur < u64::from(max_connections) + 64 {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open-file limit is below limits.max_connections; connections beyond it wait"
+        );
+    }
 }
 
 async fn shutdown_signal() {

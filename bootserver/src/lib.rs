@@ -13,6 +13,7 @@
 //!   is served.
 
 pub mod db;
+pub mod input;
 pub mod model;
 pub mod pki;
 pub mod publish;

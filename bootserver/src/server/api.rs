@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use config::api::auth::AuthHeader;
 use config::api::{
-    CheckinRequest, Empty, FailureReport, HardwareSummary, HealthSummary, HelloRequest,
-    HelloResponse, InstallReport, ProgressReport, SliversResponse, UpdateReport,
+    CheckinRequest, Empty, FailureReport, HelloRequest, HelloResponse, InstallReport,
+    SliversResponse,
 };
 use config::Timestamp;
 use http_body_util::BodyExt;
@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::reply::{json_response, Failure, Signed, Signer};
 use super::{App, PeerAddr};
+use crate::input::*;
 use crate::model::NodeAuth;
 use crate::registry;
 use crate::writer::{AuthFailureReason, Stamp, WriteError, WriteOp, WriteOutcome};
@@ -234,139 +235,6 @@ fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str, signer: &Signer) -> 
     serde_json::from_slice(body).map_err(|e| {
         Failure::bad_request(format!("the body is not a valid {what}: {e}")).signed(signer)
     })
-}
-
-/// Bounds on what nodes send, beyond the body size: a report's strings end
-/// up in tables and on the status page.
-struct Limits;
-
-impl Limits {
-    const SHORT: usize = 128;
-    const MESSAGE: usize = 4096;
-    const LOG_LINES: usize = 2000;
-    const LOG_LINE: usize = 4096;
-    const LIST: usize = 256;
-    const EVENTS: usize = 1000;
-    const PACKAGES: usize = 10_000;
-}
-
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.len() > max {
-        return Err(format!(
-            "{field} is {} bytes long; at most {max} are allowed",
-            value.len()
-        ));
-    }
-    Ok(())
-}
-
-fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), String> {
-    value
-        .as_deref()
-        .map_or(Ok(()), |v| check_len(field, v, max))
-}
-
-fn check_count(field: &str, n: usize, max: usize) -> Result<(), String> {
-    if n > max {
-        return Err(format!(
-            "{field} has {n} entries; at most {max} are allowed"
-        ));
-    }
-    Ok(())
-}
-
-fn check_hardware(h: &HardwareSummary) -> Result<(), String> {
-    check_len("hardware.cpu_model", &h.cpu_model, Limits::SHORT * 2)?;
-    check_count("hardware.disks", h.disks.len(), Limits::LIST)?;
-    check_count("hardware.nics", h.nics.len(), Limits::LIST)?;
-    for (i, d) in h.disks.iter().enumerate() {
-        check_len(&format!("hardware.disks[{i}].name"), &d.name, Limits::SHORT)?;
-        check_opt(
-            &format!("hardware.disks[{i}].model"),
-            &d.model,
-            Limits::SHORT,
-        )?;
-    }
-    for (i, n) in h.nics.iter().enumerate() {
-        check_len(&format!("hardware.nics[{i}].name"), &n.name, Limits::SHORT)?;
-        check_opt(
-            &format!("hardware.nics[{i}].driver"),
-            &n.driver,
-            Limits::SHORT,
-        )?;
-    }
-    Ok(())
-}
-
-fn check_health(h: &HealthSummary) -> Result<(), String> {
-    check_count(
-        "health.failed_services",
-        h.failed_services.len(),
-        Limits::LIST,
-    )?;
-    for (i, s) in h.failed_services.iter().enumerate() {
-        check_len(&format!("health.failed_services[{i}]"), s, Limits::SHORT)?;
-    }
-    if !h.load1.is_finite() {
-        return Err("health.load1 is not a finite number".into());
-    }
-    Ok(())
-}
-
-fn check_checkin(r: &CheckinRequest) -> Result<(), String> {
-    check_opt("bootcd_version", &r.bootcd_version, Limits::SHORT)?;
-    check_opt("os_version", &r.os_version, Limits::SHORT)?;
-    check_opt("deployment", &r.deployment, Limits::SHORT)?;
-    if let Some(h) = &r.hardware {
-        check_hardware(h)?;
-    }
-    if let Some(h) = &r.health {
-        check_health(h)?;
-    }
-    Ok(())
-}
-
-fn check_progress(r: &ProgressReport) -> Result<(), String> {
-    if r.events.is_empty() {
-        return Err("events is empty: a progress report carries at least one event".into());
-    }
-    check_count("events", r.events.len(), Limits::EVENTS)?;
-    for (i, e) in r.events.iter().enumerate() {
-        check_len(&format!("events[{i}].step"), &e.step, Limits::SHORT)?;
-        check_len(&format!("events[{i}].message"), &e.message, Limits::MESSAGE)?;
-        if e.percent.is_some_and(|p| p > 100) {
-            return Err(format!("events[{i}].percent is above 100"));
-        }
-    }
-    Ok(())
-}
-
-fn check_failure(r: &FailureReport) -> Result<(), String> {
-    check_len("step", &r.step, Limits::SHORT)?;
-    check_len("error", &r.error, Limits::MESSAGE * 2)?;
-    check_count("log_tail", r.log_tail.len(), Limits::LOG_LINES)?;
-    for (i, l) in r.log_tail.iter().enumerate() {
-        check_len(&format!("log_tail[{i}]"), l, Limits::LOG_LINE)?;
-    }
-    Ok(())
-}
-
-fn check_install(r: &InstallReport) -> Result<(), String> {
-    check_len("os_version", &r.os_version, Limits::SHORT)?;
-    check_len("deployment", &r.deployment, Limits::SHORT)?;
-    check_count("packages", r.packages.len(), Limits::PACKAGES)?;
-    for (i, p) in r.packages.iter().enumerate() {
-        check_len(&format!("packages[{i}].name"), &p.name, Limits::SHORT)?;
-        check_len(&format!("packages[{i}].version"), &p.version, Limits::SHORT)?;
-        check_len(&format!("packages[{i}].sha256"), &p.sha256, Limits::SHORT)?;
-    }
-    Ok(())
-}
-
-fn check_update(r: &UpdateReport) -> Result<(), String> {
-    check_len("os_version", &r.os_version, Limits::SHORT)?;
-    check_len("deployment", &r.deployment, Limits::SHORT)?;
-    check_opt("reason", &r.reason, Limits::MESSAGE)
 }
 
 /// Runs a typed node endpoint: authenticate, parse, check, then `handle`.

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::reply::Failure;
 use super::App;
+use crate::input::{etag_matches, parse_range, ByteRange, RangeRequest};
 use crate::repo_store::{self, SnapshotIndex};
 
 /// Files up to this size are kept in memory after their first request.
@@ -112,75 +113,6 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// A byte range to send, inclusive start, exclusive end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ByteRange {
-    start: u64,
-    end: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
-    /// No (usable) Range header: the whole file.
-    Whole,
-    Part(ByteRange),
-    Unsatisfiable,
-}
-
-/// Parses a `Range` header for a file of `length` bytes. Only one range is
-/// served; a multi-range or malformed header is ignored (RFC 9110 §14.2
-/// allows that) and the whole file is sent.
-fn parse_range(value: &str, length: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Whole;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let range = if first.is_empty() {
-        // bytes=-N: the last N bytes.
-        let Ok(n) = last.parse::<u64>() else {
-            return RangeRequest::Whole;
-        };
-        if n == 0 || length == 0 {
-            return RangeRequest::Unsatisfiable;
-        }
-        ByteRange {
-            start: length.saturating_sub(n),
-            end: length,
-        }
-    } else {
-        let Ok(start) = first.parse::<u64>() else {
-            return RangeRequest::Whole;
-        };
-        let end = if last.is_empty() {
-            length
-        } else {
-            match last.parse::<u64>() {
-                Ok(l) if l >= start => l.saturating_add(1).min(length),
-                _ => return RangeRequest::Whole,
-            }
-        };
-        if start >= length {
-            return RangeRequest::Unsatisfiable;
-        }
-        ByteRange { start, end }
-    };
-    RangeRequest::Part(range)
-}
-
-/// Whether an `If-None-Match` / `If-Range` list names this ETag.
-fn etag_matches(list: &str, etag: &HeaderValue) -> bool {
-    let etag = etag.to_str().unwrap_or("");
-    list.split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/").is_some_and(|w| w == etag))
-}
-
 pub async fn serve(
     State(app): State<Arc<App>>,
     UrlPath((area, name)): UrlPath<(String, String)>,
@@ -228,7 +160,7 @@ async fn serve_file(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        if etag_matches(inm, &file.etag) {
+        if etag_matches(inm, file.etag.to_str().unwrap_or("")) {
             return builder
                 .status(StatusCode::NOT_MODIFIED)
                 .body(Body::empty())
@@ -343,36 +275,4 @@ async fn body_for(app: &App, file: &Arc<FileEntry>, span: ByteRange) -> Result<B
         }
     });
     Ok(Body::from_stream(stream))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_parse_like_rfc_9110() {
-        use RangeRequest::*;
-        let r = |s, e| Part(ByteRange { start: s, end: e });
-        assert_eq!(parse_range("bytes=0-99", 1000), r(0, 100));
-        assert_eq!(parse_range("bytes=900-", 1000), r(900, 1000));
-        assert_eq!(parse_range("bytes=-100", 1000), r(900, 1000));
-        assert_eq!(parse_range("bytes=-5000", 1000), r(0, 1000));
-        assert_eq!(parse_range("bytes=990-5000", 1000), r(990, 1000));
-        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 1000), Whole);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Whole);
-        assert_eq!(parse_range("items=0-1", 1000), Whole);
-        assert_eq!(parse_range("bytes=x-1", 1000), Whole);
-    }
-
-    #[test]
-    fn etag_lists_match_exactly_or_by_star() {
-        let etag = HeaderValue::from_static("\"abc\"");
-        assert!(etag_matches("\"abc\"", &etag));
-        assert!(etag_matches("\"x\", \"abc\"", &etag));
-        assert!(etag_matches("*", &etag));
-        assert!(etag_matches("W/\"abc\"", &etag));
-        assert!(!etag_matches("\"abd\"", &etag));
-    }
 }
