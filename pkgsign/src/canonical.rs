@@ -277,7 +277,14 @@ impl Parser<'_> {
 
     fn string(&mut self) -> Result<String, ParseError> {
         self.pos += 1; // opening quote
-        let mut out: Vec<u8> = Vec::new();
+                       // Fast path: a run without escapes is copied at once.
+        let start = self.pos;
+        let run = self.bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')
+            .unwrap_or(self.bytes.len() - start);
+        let mut out: Vec<u8> = self.bytes[start..start + run].to_vec();
+        self.pos += run;
         loop {
             let Some(b) = self.peek() else {
                 return Err(self.err("unterminated string"));

@@ -129,11 +129,10 @@ impl Envelope {
             }
             _ => {}
         }
-        let doc: T =
-            serde_json::from_value(self.signed.clone()).map_err(|e| MetadataError::Decode {
-                role: T::TYPE,
-                reason: e.to_string(),
-            })?;
+        let doc: T = T::deserialize(&self.signed).map_err(|e| MetadataError::Decode {
+            role: T::TYPE,
+            reason: e.to_string(),
+        })?;
         doc.validate()?;
         Ok(doc)
     }
