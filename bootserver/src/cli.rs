@@ -457,7 +457,11 @@ fn init(args: &InitArgs, json: bool) -> Result<()> {
         .iter()
         .map(|u| u.to_string())
         .collect();
-    println!("  node URLs:        {}", urls.join(" "));
+    if urls.is_empty() {
+        println!("  node URLs:        none (node configs use the boot CD's, or `node add --url`)");
+    } else {
+        println!("  node URLs:        {}", urls.join(" "));
+    }
     println!("next: bootserver serve {}", wd.root().display());
     Ok(())
 }

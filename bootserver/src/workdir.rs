@@ -253,8 +253,12 @@ fn build(staging: &Path, final_root: &Path, options: &InitOptions) -> Result<(),
         }
     };
 
-    let urls = if options.urls.is_empty() {
+    let urls = if options.urls.is_empty() && options.listen.port() != 0 {
         default_urls(&options.hosts, &options.ips, options.listen.port())?
+    } else if options.urls.is_empty() {
+        // A port picked at each start cannot go into node configs: they
+        // get the URLs from the boot CD (or `node add --url`).
+        Vec::new()
     } else {
         options.urls.clone()
     };
