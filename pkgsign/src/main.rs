@@ -81,7 +81,9 @@ enum Command {
     },
     /// Check an installed tree against its manifest (types, sizes, modes, links).
     VerifyTree {
+        /// The installed directory.
         dir: PathBuf,
+        /// Manifest written by `install --manifest`.
         #[arg(long, value_name = "FILE")]
         manifest: PathBuf,
         /// Also re-hash every file's content.
@@ -90,6 +92,7 @@ enum Command {
     },
     /// Write a detached signature for a file (for example an ISO image).
     SignFile {
+        /// File to sign.
         file: PathBuf,
         /// Secret key to sign with.
         #[arg(long, value_name = "KEY")]
@@ -100,6 +103,7 @@ enum Command {
     },
     /// Verify a file against a detached signature and trusted public keys.
     VerifyFile {
+        /// File to check.
         file: PathBuf,
         /// Signature file [default: FILE.sig].
         #[arg(long, value_name = "SIG")]
@@ -109,7 +113,10 @@ enum Command {
         keys: Vec<PathBuf>,
     },
     /// Show a metadata document's type, version, expiry and signers (without trusting it).
-    Inspect { file: PathBuf },
+    Inspect {
+        /// A metadata file such as metadata/timestamp.json.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -134,6 +141,7 @@ struct SourceArgs {
 enum RepoCommand {
     /// Create a repository: root version 1 with keys and thresholds for every role.
     Init {
+        /// Repository directory (holds metadata/, targets/, pending.json).
         repo: PathBuf,
         #[command(flatten)]
         roles: RoleKeyArgs,
@@ -146,10 +154,14 @@ enum RepoCommand {
     },
     /// Copy a package (.tar.gz) into the repository and list it for the next publish.
     Add {
+        /// Repository directory (holds metadata/, targets/, pending.json).
         repo: PathBuf,
+        /// The package, a .tar.gz (for example made by `mkimage`).
         file: PathBuf,
+        /// Package name nodes ask for (letters, digits, . _ + -).
         #[arg(long)]
         name: String,
+        /// Package version (letters, digits, . _ + -).
         #[arg(long)]
         version: String,
         /// The package is a base image: may hold device nodes, setuid files and
@@ -161,9 +173,15 @@ enum RepoCommand {
         custom: Vec<String>,
     },
     /// List a package for removal at the next publish.
-    Remove { repo: PathBuf, name: String },
+    Remove {
+        /// Repository directory.
+        repo: PathBuf,
+        /// Package name.
+        name: String,
+    },
     /// Publish: new targets, snapshot and timestamp, signed with the given keys.
     Publish {
+        /// Repository directory (holds metadata/, targets/, pending.json).
         repo: PathBuf,
         /// Secret keys; each document is signed by those that belong to its role.
         #[arg(long = "key", value_name = "KEY", required = true)]
@@ -171,49 +189,69 @@ enum RepoCommand {
         /// Expiry of targets and snapshot (and timestamp unless --timestamp-expires).
         #[arg(long, default_value = "30d")]
         expires: String,
+        /// Expiry of the timestamp alone (nodes refuse an expired one: keep it
+        /// short and refresh it with `repo timestamp`).
         #[arg(long, value_name = "EXPIRES")]
         timestamp_expires: Option<String>,
     },
     /// Re-sign only the timestamp with a new version and expiry.
     Timestamp {
+        /// Repository directory (holds metadata/, targets/, pending.json).
         repo: PathBuf,
+        /// Secret timestamp key(s).
         #[arg(long = "key", value_name = "KEY", required = true)]
         keys: Vec<PathBuf>,
+        /// New timestamp expiry (duration like 1d or RFC 3339).
         #[arg(long, default_value = "1d")]
         expires: String,
     },
     /// Write the next root version with new keys for some roles, signed by a
     /// threshold of the old and of the new root keys.
     RotateRoot {
+        /// Repository directory (holds metadata/, targets/, pending.json).
         repo: PathBuf,
+        /// Roles given here get these keys; the others keep theirs.
         #[command(flatten)]
         roles: RoleKeyArgs,
+        /// Secret keys: a threshold of the old root keys and of the new ones.
         #[arg(long = "key", value_name = "KEY", required = true)]
         keys: Vec<PathBuf>,
+        /// Expiry of the new root (duration like 365d, or RFC 3339).
         #[arg(long, default_value = "365d")]
         expires: String,
     },
     /// Print the repository's roles, versions, expiries, packages and pending changes.
-    Show { repo: PathBuf },
+    Show {
+        /// Repository directory.
+        repo: PathBuf,
+    },
 }
 
 /// Public keys and thresholds per role (a secret key file works too).
 #[derive(Args)]
 struct RoleKeyArgs {
+    /// Public key of the root role (repeat for several; a secret key file works too).
     #[arg(long = "root-key", value_name = "KEY.pub")]
     root_keys: Vec<PathBuf>,
+    /// How many root keys must sign [default: 1].
     #[arg(long, value_name = "K")]
     root_threshold: Option<u32>,
+    /// Public key of the targets role (repeat for several; a secret key file works too).
     #[arg(long = "targets-key", value_name = "KEY.pub")]
     targets_keys: Vec<PathBuf>,
+    /// How many targets keys must sign [default: 1].
     #[arg(long, value_name = "K")]
     targets_threshold: Option<u32>,
+    /// Public key of the snapshot role (repeat for several; a secret key file works too).
     #[arg(long = "snapshot-key", value_name = "KEY.pub")]
     snapshot_keys: Vec<PathBuf>,
+    /// How many snapshot keys must sign [default: 1].
     #[arg(long, value_name = "K")]
     snapshot_threshold: Option<u32>,
+    /// Public key of the timestamp role (repeat for several; a secret key file works too).
     #[arg(long = "timestamp-key", value_name = "KEY.pub")]
     timestamp_keys: Vec<PathBuf>,
+    /// How many timestamp keys must sign [default: 1].
     #[arg(long, value_name = "K")]
     timestamp_threshold: Option<u32>,
 }

@@ -152,22 +152,6 @@ impl<R: Read> Read for LimitedReader<R> {
     }
 }
 
-/// Opens a fetcher for `source`: an `https://` URL (with `client`) or a directory.
-pub fn open_source(
-    source: &str,
-    client: impl FnOnce() -> Result<reqwest::blocking::Client, crate::net::NetError>,
-) -> Result<Box<dyn Fetcher>, crate::net::NetError> {
-    if source.starts_with("https://") || source.starts_with("http://") {
-        Ok(Box::new(HttpFetcher::new(
-            source,
-            client()?,
-            DownloadPolicy::default(),
-        )?))
-    } else {
-        Ok(Box::new(DirFetcher::new(source)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
