@@ -116,6 +116,7 @@ pub enum SiteCommand {
     Add {
         /// Short name, e.g. `princeton` (lowercase letters, digits, _ and -).
         name: SiteName,
+        /// Free text shown in listings.
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -171,35 +172,50 @@ pub enum NodeCommand {
     },
     /// Set the boot state the server tells the node at its next check-in.
     State {
+        /// Node id, full host name, or a unique short host name.
         node: String,
         /// boot, reinstall, debug or disabled.
         state: BootState,
     },
     /// Set the node's outgoing bandwidth cap (site admin), e.g. `10mbit`, or `none`.
-    Bwcap { node: String, rate: String },
+    Bwcap {
+        /// Node id, full host name, or a unique short host name.
+        node: String,
+        /// A rate in tc units (`10mbit`, `500kbit`), or `none` to remove the cap.
+        rate: String,
+    },
     /// Give the node a new key and write its config again (the old key stops working).
     Rekey {
+        /// Node id, full host name, or a unique short host name.
         node: String,
         #[command(flatten)]
         output: ConfigOutput,
     },
     /// Write the node's config file again, with its current key.
     Config {
+        /// Node id, full host name, or a unique short host name.
         node: String,
         #[command(flatten)]
         output: ConfigOutput,
     },
     /// Print the node's log: progress, failures with log tails, state changes; newest first.
     Log {
+        /// Node id, full host name, or a unique short host name.
         node: String,
         /// At most this many entries.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Ask the running node to reboot (cleared once it has).
-    Reboot { node: String },
+    Reboot {
+        /// Node id, full host name, or a unique short host name.
+        node: String,
+    },
     /// Remove a node from the registry.
-    Delete { node: String },
+    Delete {
+        /// Node id, full host name, or a unique short host name.
+        node: String,
+    },
     /// Machines that said hello without being registered (hardware, MACs, time).
     Unregistered {
         /// Forget them all.
@@ -215,6 +231,7 @@ pub struct NodeAddArgs {
     /// The site the node belongs to (see `site add`).
     #[arg(long)]
     pub site: SiteName,
+    /// DNS domain, e.g. `cs.example.edu`.
     #[arg(long)]
     pub domain: Option<DnsName>,
     /// How the node gets its address.
@@ -223,6 +240,7 @@ pub struct NodeAddArgs {
     /// Static address with prefix, e.g. 10.0.2.15/24 (with --network static).
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub address: Option<String>,
+    /// Default gateway (with --network static).
     #[arg(long)]
     pub gateway: Option<Ipv4Addr>,
     /// DNS server (repeatable).
@@ -250,6 +268,7 @@ pub enum SliceCommand {
     Create {
         /// Name like `princeton_codeen` (lowercase letters, digits, _).
         name: SliceName,
+        /// Free text shown in listings.
         #[arg(long, default_value = "")]
         description: String,
         /// Resources (rspec TOML, see config/examples/rspec.toml); default rspec if absent.
