@@ -4,11 +4,11 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::model::{generate_node_key, Node, NodeNetwork, SiteName, SliceName, SshPublicKey};
+use crate::registry::{self, NewNode, NodeSort, SortOrder};
+use crate::server::Server;
+use crate::workdir::{self, InitOptions, SiteCertificate, WorkDir};
 use anyhow::{bail, Context, Result};
-use bootserver::model::{generate_node_key, Node, NodeNetwork, SiteName, SliceName, SshPublicKey};
-use bootserver::registry::{self, NewNode, NodeSort, SortOrder};
-use bootserver::server::Server;
-use bootserver::workdir::{self, InitOptions, SiteCertificate, WorkDir};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Table};
 use config::api::{BootState, WireNetwork};
@@ -778,7 +778,7 @@ fn node(wd: &WorkDir, cmd: &NodeCommand, json: bool) -> Result<()> {
                 struct Shown<'a> {
                     #[serde(flatten)]
                     node: &'a Node,
-                    auth_failures: &'a [bootserver::model::AuthFailureCount],
+                    auth_failures: &'a [crate::model::AuthFailureCount],
                 }
                 return print_json(&Shown {
                     node: &n,
@@ -928,7 +928,7 @@ fn node(wd: &WorkDir, cmd: &NodeCommand, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show_node(n: &Node, failures: &[bootserver::model::AuthFailureCount], now: Timestamp) {
+fn show_node(n: &Node, failures: &[crate::model::AuthFailureCount], now: Timestamp) {
     let r = &n.report;
     let mut t = table(&["field", "value"]);
     let mut row = |k: &str, v: String| {
@@ -1203,7 +1203,7 @@ fn slice(wd: &WorkDir, cmd: &SliceCommand, json: bool) -> Result<()> {
 fn repo(wd: &WorkDir, cmd: &RepoCommand, json: bool) -> Result<()> {
     match cmd {
         RepoCommand::Publish { repo, root } => {
-            let published = bootserver::publish::publish(wd, repo, root.as_deref())
+            let published = crate::publish::publish(wd, repo, root.as_deref())
                 .with_context(|| format!("publishing {}", repo.display()))?;
             if json {
                 return print_json(&published);

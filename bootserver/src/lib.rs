@@ -9,9 +9,12 @@
 //! - [`server`]: HTTPS with rustls; the node API authenticates every request
 //!   (`config::api::auth`), refuses stale and replayed ones ([`replay`]) and
 //!   stores reports through one group-committing writer ([`writer`]).
+//! - [`cli`]: the `bootserver` command line, callable in-process too (the
+//!   QEMU harness drives a server this way).
 //! - [`publish`]: `repo publish`, verifying a pkgsign repository before it
 //!   is served.
 
+pub mod cli;
 pub mod db;
 pub mod input;
 pub mod model;

@@ -1,6 +1,6 @@
 //! `bootserver`: run the boot server and administer its registry.
 
-mod cli;
+use bootserver::cli;
 
 use std::process::ExitCode;
 

@@ -950,9 +950,10 @@ pub fn publishes(conn: &Connection, limit: u32) -> Result<Vec<RepoPublish>> {
     Ok(rows)
 }
 
-/// The stored run level of a node (the writer compares it with a report).
-pub(crate) fn run_level_of(conn: &Connection, node: NodeId) -> Result<Option<RunLevel>> {
+/// The stored run level of a node (the writer compares it with a report):
+/// `None` if there is no such node, `Some(None)` if it never reported one.
+pub(crate) fn run_level_of(conn: &Connection, node: NodeId) -> Result<Option<Option<RunLevel>>> {
     let mut stmt = conn.prepare_cached("SELECT run_level FROM nodes WHERE id = ?1")?;
     let level: Option<Option<String>> = stmt.query_row([node.0 as i64], |r| r.get(0)).optional()?;
-    Ok(level.flatten().and_then(|s| parse_run_level(&s).ok()))
+    Ok(level.map(|l| l.and_then(|s| parse_run_level(&s).ok())))
 }

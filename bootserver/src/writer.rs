@@ -294,7 +294,6 @@ fn apply(conn: &Connection, op: &WriteOp, now: Timestamp, settings: WriterSettin
             request,
             peer,
         } => {
-            node_exists(conn, stamp.node)?;
             record_nonce(conn, stamp)?;
             record_checkin(conn, stamp.node, request, peer, now, keep)?;
             Ok(WriteOutcome::Done)
@@ -518,7 +517,11 @@ fn record_checkin(
     now: Timestamp,
     keep: u32,
 ) -> Result<(), WriteError> {
-    let previous = registry::run_level_of(conn, node).map_err(failed)?;
+    // One lookup tells both whether the node still exists and what it
+    // reported last (the savepoint undoes the nonce if it is gone).
+    let previous = registry::run_level_of(conn, node)
+        .map_err(failed)?
+        .ok_or(WriteError::NodeGone)?;
     let uptime = request.uptime_secs.min(i64::MAX as u64 / 2) as i64;
     let mut stmt = conn
         .prepare_cached(
