@@ -33,6 +33,40 @@ struct Args {
     /// Work directory (default: a temporary directory under /var/tmp).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run on a fresh ext4 file system of this many MB (a loop mount; needs
+    /// root), so that fsync/syncfs flush only the benchmark's own data and
+    /// not whatever else the machine is writing.
+    #[arg(long, value_name = "MB")]
+    ext4: Option<u64>,
+}
+
+/// A loop-mounted ext4 file system, unmounted and deleted on drop.
+struct LoopFs {
+    image: PathBuf,
+    mount: PathBuf,
+}
+
+impl LoopFs {
+    fn create(mb: u64) -> Result<LoopFs> {
+        let image = PathBuf::from(format!("/var/tmp/pkgsign-bench-{}.img", std::process::id()));
+        let mount = PathBuf::from(format!("/var/tmp/pkgsign-bench-{}.mnt", std::process::id()));
+        fs::File::create(&image)?.set_len(mb << 20)?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        fs::create_dir_all(&mount)?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount))?;
+        Ok(LoopFs { image, mount })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        let _ = fs::remove_dir(&self.mount);
+        let _ = fs::remove_file(&self.image);
+    }
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*).
@@ -194,19 +228,33 @@ fn main() -> Result<()> {
         }
     }
     let work_holder;
-    let work = match &args.dir {
-        Some(d) => {
+    let loop_fs;
+    let work = match (&args.dir, args.ext4) {
+        (_, Some(mb)) => {
+            loop_fs =
+                LoopFs::create(mb).context("creating the ext4 loop file system (needs root)")?;
+            loop_fs.mount.join("work")
+        }
+        (Some(d), None) => {
             fs::create_dir_all(d)?;
             d.clone()
         }
-        None => {
+        (None, None) => {
             work_holder = tempfile::Builder::new()
                 .prefix("pkgsign-bench-")
                 .tempdir_in("/var/tmp")?;
             work_holder.path().to_path_buf()
         }
     };
+    fs::create_dir_all(&work)?;
     println!("work directory: {}", work.display());
+    // `sync -f` flushes only the file system holding the work directory
+    // (syncfs), like pkgsign does.
+    let sync = || {
+        let mut c = Command::new("sync");
+        c.arg("-f").arg(&work);
+        c
+    };
 
     // The package.
     let tree = work.join("tree");
@@ -301,7 +349,7 @@ fn main() -> Result<()> {
                 .arg(&dest))
         })?);
         remove(&dest)?;
-        run(&mut Command::new("sync"))?;
+        run(&mut sync())?;
 
         fs::create_dir_all(&dest)?;
         bare_sync.push(timed(|| {
@@ -310,10 +358,10 @@ fn main() -> Result<()> {
                 .arg(&package)
                 .arg("-C")
                 .arg(&dest))?;
-            run(&mut Command::new("sync"))
+            run(&mut sync())
         })?);
         remove(&dest)?;
-        run(&mut Command::new("sync"))?;
+        run(&mut sync())?;
 
         let dest = work.join("dest-script");
         remove(&dest)?;
@@ -332,7 +380,7 @@ fn main() -> Result<()> {
                 .arg(&dest))
         })?);
         remove(&dest)?;
-        run(&mut Command::new("sync"))?;
+        run(&mut sync())?;
 
         let dest = work.join("dest-pkgsign");
         let state = work.join(format!("state-{round}"));
@@ -349,9 +397,9 @@ fn main() -> Result<()> {
             Ok(())
         })?);
         remove(&dest)?;
-        run(&mut Command::new("sync"))?;
+        run(&mut sync())?;
         println!(
-            "round {}: tar {:.2}s  tar+sync {:.2}s  gpg+sha256sum+tar {:.2}s  pkgsign install {:.2}s",
+            "round {}: tar {:.2}s  tar+sync -f {:.2}s  gpg+sha256sum+tar {:.2}s  pkgsign install {:.2}s",
             round + 1,
             bare[round].as_secs_f64(),
             bare_sync[round].as_secs_f64(),
