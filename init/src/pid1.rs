@@ -67,16 +67,53 @@ const EARLY: &[Early] = &[
     },
 ];
 
-/// Whether `path` is already a mount point (its device differs from its parent's).
+/// Whether `path` is a mount point. Bind mounts of a directory on the same
+/// file system look like plain directories to `stat`, so the kernel's
+/// mount table decides; before /proc is mounted, a device change does.
 pub fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(me), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
-        return false;
-    };
-    match std::fs::metadata(parent) {
-        Ok(p) => me.dev() != p.dev() || me.ino() == p.ino(),
-        Err(_) => false,
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(table) => mount_points(&table).any(|m| Path::new(&m) == target),
+        Err(_) => {
+            use std::os::unix::fs::MetadataExt;
+            let (Ok(me), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+                return false;
+            };
+            match std::fs::metadata(parent) {
+                Ok(p) => me.dev() != p.dev() || me.ino() == p.ino(),
+                Err(_) => false,
+            }
+        }
     }
+}
+
+/// The mount points listed in a `/proc/self/mountinfo` text (field 5,
+/// with the kernel's octal escapes for space, tab, newline and backslash).
+pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount_field)
+}
+
+fn unescape_mount_field(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(b as char),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Mounts proc, sys, dev, dev/pts, run and tmp (each once).
@@ -130,5 +167,26 @@ pub fn shutdown(how: Shutdown) -> anyhow::Error {
     match nix::sys::reboot::reboot(cmd) {
         Ok(never) => match never {},
         Err(e) => anyhow::anyhow!("the kernel refused to {how:?}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_come_from_mountinfo_with_escapes() {
+        let table = "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n\
+                     30 22 254:1 /deployments/x/root /sysroot rw - ext4 /dev/vda1 rw\n\
+                     31 22 0:5 / /mnt/my\\040disk rw - tmpfs tmpfs rw\n";
+        let points: Vec<String> = mount_points(table).collect();
+        assert_eq!(points, ["/", "/sysroot", "/mnt/my disk"]);
+    }
+
+    #[test]
+    fn this_machine_has_its_root_and_proc_mounted() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
     }
 }

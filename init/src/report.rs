@@ -5,9 +5,10 @@
 //! at once (the node is about to stop in `debug`, the report matters more
 //! than the delay).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use config::api::{paths, Empty, FailureReport, ProgressEvent, ProgressReport, RunLevel};
 use config::Timestamp;
@@ -20,6 +21,19 @@ use crate::server::ServerClient;
 pub struct Reporter {
     queue: Sender<ProgressEvent>,
     server: Arc<Mutex<ServerClient>>,
+    /// Per step: the last percent sent and when, to keep the log readable.
+    sent: Arc<Mutex<HashMap<String, (u8, Instant)>>>,
+}
+
+/// Whether a progress event is worth sending, given the last one sent for
+/// its step: a new step, a 5-point move, the end, or 5 s of silence.
+pub fn worth_sending(last: Option<(u8, Instant)>, percent: Option<u8>, now: Instant) -> bool {
+    match (last, percent) {
+        (_, None) | (None, _) => true,
+        (Some((before, at)), Some(p)) => {
+            p == 100 || p.abs_diff(before) >= 5 || now.duration_since(at) >= Duration::from_secs(5)
+        }
+    }
 }
 
 fn lock(m: &Mutex<ServerClient>) -> std::sync::MutexGuard<'_, ServerClient> {
@@ -33,7 +47,11 @@ impl Reporter {
         let _ = std::thread::Builder::new()
             .name("reporter".into())
             .spawn(move || post_loop(rx, for_thread));
-        Reporter { queue, server }
+        Reporter {
+            queue,
+            server,
+            sent: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// Queues a progress event (never blocks).
@@ -99,5 +117,33 @@ fn post_loop(rx: Receiver<ProgressEvent>, server: Arc<Mutex<ServerClient>>) {
                 std::thread::sleep(Duration::from_secs(2));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_thinned_but_keeps_steps_and_the_end() {
+        let t0 = Instant::now();
+        assert!(worth_sending(None, Some(3), t0));
+        assert!(!worth_sending(
+            Some((3, t0)),
+            Some(4),
+            t0 + Duration::from_millis(100)
+        ));
+        assert!(worth_sending(
+            Some((3, t0)),
+            Some(8),
+            t0 + Duration::from_millis(100)
+        ));
+        assert!(worth_sending(
+            Some((3, t0)),
+            Some(4),
+            t0 + Duration::from_secs(6)
+        ));
+        assert!(worth_sending(Some((98, t0)), Some(100), t0));
+        assert!(worth_sending(Some((98, t0)), None, t0));
     }
 }

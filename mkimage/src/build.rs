@@ -57,6 +57,13 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("file {dest}: {}: {source}", path.display())]
+    FileMissing {
+        dest: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--only {0}: the spec has no such package (it has: {1})")]
     NotInSpec(String, String),
     #[error("nothing to do: give --repo, --out-dir or both")]
@@ -123,6 +130,19 @@ fn relative_to(dir: &Path, path: &Path) -> PathBuf {
 }
 
 /// Resolves each binary the spec lists to an existing file.
+/// The `[[base.files]]` of the spec, read now so a missing one fails early.
+fn base_files(opts: &BuildOptions) -> Result<Vec<(String, Vec<u8>, u32)>, BuildError> {
+    let Some(base) = &opts.spec.base else { return Ok(Vec::new()) };
+    base.files
+        .iter()
+        .map(|f| {
+            let path = relative_to(&opts.spec_dir, &f.path);
+            let bytes = fs::read(&path).map_err(|source| BuildError::FileMissing { dest: f.dest.clone(), path, source })?;
+            Ok((f.dest.clone(), bytes, f.mode))
+        })
+        .collect()
+}
+
 fn programs(opts: &BuildOptions) -> Result<Vec<ProgramFile>, BuildError> {
     let listed: Vec<_> = opts
         .spec
@@ -214,10 +234,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
             source,
         })?;
     }
-    let programs = if wanted.contains(&"base") {
-        programs(opts)?
+    let (programs, files) = if wanted.contains(&"base") {
+        (programs(opts)?, base_files(opts)?)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let kernel = if wanted.contains(&"kernel") {
         find_kernel(opts)?
@@ -251,7 +271,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
                     continue;
                 };
                 let version = spec.version.as_deref().unwrap_or(&opts.spec.version);
-                packages::base_package(spec, &programs, version)
+                packages::base_package(spec, &programs, &files, version)
                     .map_err(|source| BuildError::Package { name, source })?
             }
             _ => {

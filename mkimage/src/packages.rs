@@ -195,7 +195,9 @@ pub fn add_dropbear(tree: &mut ImageTree) -> Result<(), PackageError> {
         }
         elf::add_program(tree, dest, host)?;
     }
-    tree.dir("etc/dropbear", 0o700)?;
+    // Host keys on the node's partition, so they survive updates and
+    // staff do not see a new host key after every deployment.
+    tree.symlink("etc/dropbear", "/plnode/ssh")?;
     Ok(())
 }
 
@@ -203,6 +205,7 @@ pub fn add_dropbear(tree: &mut ImageTree) -> Result<(), PackageError> {
 pub fn base_package(
     spec: &BaseSpec,
     programs: &[ProgramFile],
+    files: &[(String, Vec<u8>, u32)],
     version: &str,
 ) -> Result<PackageTree, PackageError> {
     let mut tree = ImageTree::new();
@@ -220,6 +223,9 @@ pub fn base_package(
         add_dropbear(&mut tree)?;
     }
     etc_skeleton(&mut tree, "PlanetLab node OS", version)?;
+    for (dest, bytes, mode) in files {
+        tree.bytes(dest.trim_start_matches('/'), bytes.clone(), *mode)?;
+    }
     tree.char_device("dev/console", 5, 1, 0o600)?;
     tree.char_device("dev/null", 1, 3, 0o666)?;
     Ok(PackageTree {

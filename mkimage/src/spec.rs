@@ -68,6 +68,26 @@ pub struct BaseSpec {
     /// The project's node-side programs.
     #[serde(default)]
     pub binaries: Vec<BinarySpec>,
+    /// Configuration files copied in as they are (e.g. the supervisor's
+    /// service list, `/etc/plnode/supervisor.toml`).
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path inside the node's root.
+    pub dest: String,
+    /// The file to copy, relative to the spec file.
+    pub path: PathBuf,
+    /// Permission bits (default 0o644).
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+fn default_file_mode() -> u32 {
+    0o644
 }
 
 fn default_busybox() -> PathBuf {

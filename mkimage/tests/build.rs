@@ -29,9 +29,15 @@ ssh = "dropbear"
 name = "init"
 dest = "/sbin/init"
 
+[[base.files]]
+dest = "/etc/plnode/supervisor.toml"
+path = "supervisor.toml"
+
 [sliver_ref]
 flavour = "busybox"
 "#;
+
+const SUPERVISOR: &str = "[[service]]\nname = \"sshd\"\ncommand = [\"/usr/sbin/dropbear\", \"-F\"]\n";
 
 fn prerequisites() -> Result<(), String> {
     for (file, package) in [
@@ -135,6 +141,7 @@ fn packages_are_reproducible_and_go_into_a_repository() {
     let dir = scratch("reproducible");
     let spec = dir.join("nodeos.toml");
     fs::write(&spec, SPEC).unwrap();
+    fs::write(dir.join("supervisor.toml"), SUPERVISOR).unwrap();
     let mut outputs = Vec::new();
     for run in ["a", "b"] {
         let out_dir = dir.join(run);
@@ -234,6 +241,7 @@ fn packages_extract_safely_and_hold_what_a_node_needs() {
     let dir = scratch("contents");
     let spec = dir.join("nodeos.toml");
     fs::write(&spec, SPEC).unwrap();
+    fs::write(dir.join("supervisor.toml"), SUPERVISOR).unwrap();
     let out_dir = dir.join("out");
     let out = mkimage(&[
         "build",
@@ -292,10 +300,12 @@ fn packages_extract_safely_and_hold_what_a_node_needs() {
         "usr/sbin/dropbear",
         "lib64/ld-linux-x86-64.so.2",
         "etc/passwd",
-        "etc/dropbear",
+        "etc/plnode/supervisor.toml",
     ] {
         assert!(base.join(path).exists(), "base lacks {path}");
     }
+    // ssh host keys live on the node's partition, kept across updates.
+    assert_eq!(fs::read_link(base.join("etc/dropbear")).unwrap(), Path::new("/plnode/ssh"));
     assert_eq!(
         fs::read_link(base.join("bin/sh")).unwrap(),
         Path::new("../bin/busybox")
@@ -334,6 +344,7 @@ fn bad_specs_and_inputs_are_refused_without_output() {
     let dir = scratch("bad");
     let spec = dir.join("nodeos.toml");
     fs::write(&spec, SPEC).unwrap();
+    fs::write(dir.join("supervisor.toml"), SUPERVISOR).unwrap();
     let bad_spec = dir.join("bad.toml");
     fs::write(&bad_spec, "version = \"1\"\n[kernel]\ntrimm = true\n").unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![

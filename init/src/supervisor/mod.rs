@@ -331,7 +331,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
     let started = Instant::now();
     let mut trial_pending = handover.as_ref().and_then(|h| h.trial_boots_left).is_some();
     let deadline = Duration::from_secs(spec.supervisor.health_deadline_secs);
-    let interval = Duration::from_secs(spec.supervisor.checkin_interval_secs);
+    // The server says how often to check in; the spec's value holds until it has.
+    let mut interval = Duration::from_secs(spec.supervisor.checkin_interval_secs);
     let mut next_checkin = Instant::now() + Duration::from_secs(2);
     let mut announced_healthy = false;
     let ending = loop {
@@ -416,6 +417,17 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                     .post::<_, CheckinResponse>(paths::CHECKIN, &request)
                 {
                     Ok(resp) => {
+                        let told = Duration::from_secs(resp.checkin_interval_secs.max(5));
+                        if told != interval {
+                            interval = told;
+                            next_checkin = Instant::now()
+                                + interval
+                                + Duration::from_secs(jitter(
+                                    spec.supervisor
+                                        .checkin_jitter_secs
+                                        .min(resp.checkin_interval_secs / 4),
+                                ));
+                        }
                         if opts.machine {
                             let _ = clock::apply_server_time(resp.server_time);
                         }
