@@ -63,7 +63,22 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
+        // gpg started an agent whose home is on this file system.
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.mount.join("work/gnupg"))
+            .args(["--kill", "gpg-agent"])
+            .status();
+        // The agent takes a moment to exit; retry the unmount briefly.
+        for _ in 0..50 {
+            let quiet = Command::new("umount")
+                .arg(&self.mount)
+                .stderr(std::process::Stdio::null())
+                .status();
+            if quiet.is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = fs::remove_dir(&self.mount);
         let _ = fs::remove_file(&self.image);
     }
