@@ -83,6 +83,8 @@ pub struct Boot {
     pub network: Option<net::Up>,
     pub reporter: Option<Reporter>,
     pub last_state: Option<BootState>,
+    /// Staff ssh keys from the last check-in (for `debug`).
+    pub staff_keys: Vec<String>,
     pub started: Instant,
 }
 
@@ -619,6 +621,7 @@ fn sequence(boot: &mut Boot) -> Result<std::convert::Infallible, Stop> {
     let request = checkin_request(boot, &node, RunLevel::Bootcd, None, None);
     let response = checkin(&server, &request, true)?;
     boot.last_state = Some(response.boot_state);
+    boot.staff_keys = response.debug_ssh_keys.clone();
     console::step(
         "checkin",
         StepStatus::Ok,
@@ -709,6 +712,9 @@ fn idle_until_state_changes(
         let Ok(resp) = checkin(&server, &request, false) else {
             continue;
         };
+        if run_level == RunLevel::Debug {
+            let _ = crate::staffkeys::install(Path::new("/"), &resp.debug_ssh_keys);
+        }
         let wanted = resp.boot_state;
         let changed = Some(wanted) != state_at_entry;
         let acts = matches!(wanted, BootState::Boot | BootState::Reinstall);
@@ -752,6 +758,7 @@ pub fn run_as_pid1() -> ! {
         network: None,
         reporter: None,
         last_state: None,
+        staff_keys: Vec::new(),
         started: Instant::now(),
     };
     if boot.cmdline.debug {
@@ -799,6 +806,9 @@ pub fn run_as_pid1() -> ! {
         console::line("disabled: this node stays idle and checks in every minute; it reboots when the admins change its state");
     } else {
         console::step("debug", StepStatus::Start, &reason);
+        if boot.network.is_some() {
+            debug::start_ssh(&boot.staff_keys);
+        }
     }
     // The shell runs beside the check-in loop.
     let _ = std::thread::Builder::new()
@@ -815,6 +825,7 @@ pub fn run_as_pid1() -> ! {
                     network: None,
                     reporter: None,
                     last_state: state_now,
+                    staff_keys: Vec::new(),
                     started: Instant::now(),
                 };
                 idle_until_state_changes(&b, run_level, state_now)

@@ -54,3 +54,43 @@ pub fn console_shell_forever(reason: &str) -> ! {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// Starts dropbear for staff (when the CD carries it), with `keys` as
+/// root's authorized keys, and keeps it running. Host keys are made on
+/// first use in RAM: the CD never writes to a disk in `debug`.
+pub fn start_ssh(keys: &[String]) {
+    const DROPBEAR: &str = "/usr/sbin/dropbear";
+    if !std::path::Path::new(DROPBEAR).exists() {
+        console::line("debug: this CD has no ssh server; use the console");
+        return;
+    }
+    match crate::staffkeys::install(std::path::Path::new("/"), keys) {
+        Ok(_) if keys.is_empty() => console::line("debug: ssh is up but the boot server gave no staff keys; nobody can log in until it does"),
+        Ok(_) => console::line(&format!("debug: ssh on port 22 for {} staff key(s)", keys.len())),
+        Err(e) => console::line(&format!("debug: staff keys: {e:#}")),
+    }
+    let _ = std::thread::Builder::new()
+        .name("debug-ssh".into())
+        .spawn(|| loop {
+            let mut cmd = Command::new(DROPBEAR);
+            cmd.args(["-F", "-E", "-R", "-p", "22"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            match proc::spawn(&mut cmd) {
+                Ok(mut child) => {
+                    let exit = child.wait();
+                    console::line(&format!(
+                        "debug: ssh server ended ({}); restarting",
+                        exit.map(|e| e.to_string())
+                            .unwrap_or_else(|e| e.to_string())
+                    ));
+                }
+                Err(e) => {
+                    console::line(&format!("debug: cannot start {DROPBEAR}: {e}"));
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        });
+}

@@ -27,6 +27,7 @@ pub mod proc;
 pub mod reinstall;
 pub mod report;
 pub mod server;
+pub mod staffkeys;
 pub mod supervisor;
 
 /// This binary's version, shown in the banner.

@@ -54,8 +54,19 @@ impl Reporter {
         }
     }
 
-    /// Queues a progress event (never blocks).
+    /// Queues a progress event (never blocks); frequent updates of one
+    /// step are thinned out (see [`worth_sending`]).
     pub fn progress(&self, step: &str, percent: Option<u8>, message: impl Into<String>) {
+        let now = Instant::now();
+        {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            if !worth_sending(sent.get(step).copied(), percent, now) {
+                return;
+            }
+            if let Some(p) = percent {
+                sent.insert(step.to_string(), (p, now));
+            }
+        }
         let _ = self.queue.send(ProgressEvent {
             step: step.to_string(),
             percent,

@@ -431,6 +431,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                         if opts.machine {
                             let _ = clock::apply_server_time(resp.server_time);
                         }
+                        match crate::staffkeys::install(&opts.root, &resp.debug_ssh_keys) {
+                            Ok(true) => console::line(&format!(
+                                "staff ssh keys updated ({} key(s))",
+                                resp.debug_ssh_keys.len()
+                            )),
+                            Ok(false) => {}
+                            Err(e) => console::line(&format!("staff ssh keys: {e:#}")),
+                        }
                         console::step(
                             "supervisor/checkin",
                             StepStatus::Ok,
