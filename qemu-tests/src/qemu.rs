@@ -204,10 +204,13 @@ impl Qemu {
         // -nodefaults removes the VGA card; keep one so firmware and GRUB have a console device.
         cmd.args(["-vga", "std"]);
         if let Some(iso) = &config.cdrom {
+            // The CD boots first even once the disk holds a partition table,
+            // as on a PlanetLab node (the CD is the root of trust).
             cmd.arg("-drive").arg(format!(
-                "if=ide,index=2,media=cdrom,readonly=on,format=raw,file={}",
+                "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={}",
                 iso.display()
             ));
+            cmd.args(["-device", "ide-cd,drive=cd0,bus=ide.1,bootindex=0"]);
         }
         let mut disks = config.disks.clone();
         if let Some(size) = config.blank_disk {

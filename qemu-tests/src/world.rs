@@ -11,10 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -49,40 +48,10 @@ pub struct Shared {
     pub server_key: PathBuf,
     /// The signed base CD (no node config).
     pub iso: PathBuf,
-    /// The project's binaries (bootserver, pkgsign, bootcd, mkimage).
-    pub bin_dir: PathBuf,
 }
 
 fn fail<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> ArtifactError + '_ {
     move |e| ArtifactError::Failed(format!("{what}: {e}"))
-}
-
-/// Builds the project's command-line tools (debug profile) into the shared
-/// target directory and returns where they are.
-pub fn build_tools() -> Result<PathBuf, ArtifactError> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "bootserver",
-            "-p",
-            "pkgsign",
-            "-p",
-            "bootcd",
-            "-p",
-            "mkimage",
-            "--bins",
-        ])
-        .status()
-        .map_err(|e| ArtifactError::Failed(format!("running cargo: {e}")))?;
-    if !status.success() {
-        return Err(ArtifactError::Failed(format!(
-            "building the tools failed ({status})"
-        )));
-    }
-    Ok(target_dir().join("debug"))
 }
 
 /// A CA and a server certificate for `localhost`, 127.0.0.1 and 10.0.2.2.
@@ -241,7 +210,6 @@ impl Shared {
         crate::qemu::available(Firmware::Bios)
             .map_err(|e| ArtifactError::Unavailable(e.to_string()))?;
         let init = artifacts::build_init()?;
-        let bin_dir = build_tools()?;
         let base = target_dir().join("qemu-world");
         fs::create_dir_all(&base).map_err(fail("creating the cache"))?;
         let _lock = DirLock::take(&base.join(".lock"))?;
@@ -256,7 +224,6 @@ impl Shared {
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             iso: dir.join("plnode.iso"),
-            bin_dir,
             dir: dir.clone(),
         };
         if fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp_key.as_str()) {
@@ -298,13 +265,22 @@ impl Shared {
     }
 }
 
-/// A running `bootserver serve`, stopped when dropped.
+/// A boot server running in this process: the `bootserver` command line
+/// (its library form) on its own working directory and SQLite database,
+/// serving on 127.0.0.1 until the test process ends.
 pub struct BootServer {
     pub workdir: PathBuf,
     pub port: u16,
-    child: Child,
-    log: PathBuf,
-    bin: PathBuf,
+}
+
+/// Runs a `bootserver` command line in-process.
+fn bootserver(args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let mut argv = vec!["bootserver"];
+    argv.extend_from_slice(args);
+    let cli = bootserver::cli::Cli::try_parse_from(&argv)
+        .map_err(|e| anyhow!("bootserver {}: {e}", args.join(" ")))?;
+    bootserver::cli::run(cli).with_context(|| format!("bootserver {}", args.join(" ")))
 }
 
 impl BootServer {
@@ -313,46 +289,50 @@ impl BootServer {
         format!("https://{HOST_FROM_GUEST}:{}", self.port)
     }
 
-    /// Runs `bootserver --dir WORKDIR ARGS…` (admin commands); its stdout.
-    pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(self.bin.join("bootserver"))
-            .arg("--dir")
-            .arg(&self.workdir)
-            .args(args)
-            .output()
-            .context("running bootserver")?;
-        if !out.status.success() {
-            bail!(
-                "bootserver {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    /// Runs `bootserver --dir WORKDIR ARGS…` (an admin command).
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<()> {
+        let w = self.workdir.to_string_lossy().into_owned();
+        let mut all = vec!["--dir", w.as_str()];
+        all.extend_from_slice(args);
+        bootserver(&all)
     }
 
-    /// `node show NODE --json`.
+    fn open(&self) -> anyhow::Result<rusqlite::Connection> {
+        let wd = bootserver::workdir::WorkDir::open(&self.workdir)?;
+        Ok(wd.open_db()?)
+    }
+
+    /// The registry's record of a node, as `node show --json` prints it.
     pub fn node(&self, node: u64) -> anyhow::Result<serde_json::Value> {
-        let text = self.admin(&["node", "show", &node.to_string(), "--json"])?;
-        serde_json::from_str(&text).with_context(|| format!("node show printed: {text}"))
+        let conn = self.open()?;
+        let n = bootserver::registry::get_node(&conn, config::node::NodeId(node))?;
+        Ok(serde_json::to_value(&n)?)
     }
 
-    /// The node's log as `node log` prints it.
+    /// The node's log, newest first, one line per event.
     pub fn node_log(&self, node: u64) -> String {
-        self.admin(&["node", "log", &node.to_string(), "--limit", "40"])
-            .unwrap_or_else(|e| e.to_string())
-    }
-
-    /// What the server printed.
-    pub fn output(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for BootServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let events = self.open().and_then(|c| {
+            Ok(bootserver::registry::node_events(
+                &c,
+                config::node::NodeId(node),
+                40,
+            )?)
+        });
+        match events {
+            Ok(events) if events.is_empty() => "(nothing reported)".into(),
+            Ok(events) => events
+                .iter()
+                .map(|e| {
+                    let mut line = format!("{} {:?} {} {}", e.at, e.kind, e.step, e.message);
+                    for t in e.log_tail.iter().rev().take(15).rev() {
+                        line.push_str(&format!("\n    | {t}"));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(cannot read the node log: {e})"),
+        }
     }
 }
 
@@ -404,26 +384,11 @@ impl Lab {
     }
 
     fn start_server(shared: &Shared, workdir: &Path) -> anyhow::Result<BootServer> {
-        let bin = shared.bin_dir.join("bootserver");
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let url = format!("https://{HOST_FROM_GUEST}:{port}");
-        let run = |args: &[&str]| -> anyhow::Result<String> {
-            let out = Command::new(&bin)
-                .args(args)
-                .output()
-                .context("running bootserver")?;
-            if !out.status.success() {
-                bail!(
-                    "bootserver {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
         let w = workdir.to_string_lossy().into_owned();
-        run(&[
+        bootserver(&[
             "init",
             &w,
             "--host",
@@ -446,65 +411,50 @@ impl Lab {
         // Scenarios want quick check-ins from the installed node.
         let cfg = workdir.join(config::server::FILE_NAME);
         let text = fs::read_to_string(&cfg)?;
-        let text = if text.contains("[nodes]") {
+        let setting = regex::Regex::new(r"(?m)^checkin_interval_secs\s*=.*$")?;
+        let text = if setting.is_match(&text) {
+            setting
+                .replace(&text, "checkin_interval_secs = 5")
+                .into_owned()
+        } else if text.contains("[nodes]") {
             text.replace("[nodes]", "[nodes]\ncheckin_interval_secs = 5")
         } else {
             format!("{text}\n[nodes]\ncheckin_interval_secs = 5\n")
         };
         fs::write(&cfg, text)?;
-        run(&[
+        // The first publish names the root the CDs carry.
+        let root = shared.repo.join("metadata/1.root.json");
+        bootserver(&[
             "--dir",
             &w,
             "repo",
             "publish",
             &shared.repo.to_string_lossy(),
+            "--root",
+            &root.to_string_lossy(),
         ])?;
-        run(&["--dir", &w, "site", "add", "testsite"])?;
-
-        let log = workdir.join("serve.log");
-        let log_file = fs::File::create(&log)?;
-        let mut child = Command::new(&bin)
-            .args(["--dir", &w, "serve", "--listen", &listen])
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .context("starting bootserver serve")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            let mut sink = fs::OpenOptions::new().append(true).open(&log2).ok();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.contains("listening on") {
-                    let _ = tx.send(line.clone());
-                    sent = true;
+        bootserver(&["--dir", &w, "site", "add", "testsite"])?;
+        let serve_dir = w.clone();
+        let serve_listen = listen.clone();
+        std::thread::Builder::new()
+            .name(format!("bootserver-{port}"))
+            .spawn(move || {
+                if let Err(e) =
+                    bootserver(&["--dir", &serve_dir, "serve", "--listen", &serve_listen])
+                {
+                    eprintln!("bootserver serve on {serve_listen} stopped: {e:#}");
                 }
-                if let Some(f) = sink.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the boot server did not start listening on {listen} within 30 s");
             }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-            anyhow!(
-                "bootserver serve did not say `listening on` within 30 s: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            )
-        })?;
-        let _: SocketAddr = line
-            .rsplit("https://")
-            .next()
-            .unwrap_or("")
-            .trim()
-            .parse()
-            .with_context(|| format!("unexpected line {line:?}"))?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(BootServer {
             workdir: workdir.to_path_buf(),
             port,
-            child,
-            log,
-            bin: shared.bin_dir.clone(),
         })
     }
 
@@ -568,9 +518,8 @@ impl Lab {
     /// The server's view of a node and its log, for failure messages.
     pub fn diagnostics(&self, node: u64) -> String {
         format!(
-            "--- server's log for node {node} ---\n{}\n--- bootserver output (last 30 lines) ---\n{}",
-            self.server.node_log(node),
-            self.server.output().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            "--- the boot server's log for node {node}, newest first ---\n{}",
+            self.server.node_log(node)
         )
     }
 }
