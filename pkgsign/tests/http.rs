@@ -317,3 +317,92 @@ fn metadata_not_found_is_distinguishable() {
     assert!(matches!(err, FetchError::NotFound { .. }), "{err}");
     let _: Option<VerifyError> = None;
 }
+
+#[test]
+fn conditional_fetch_of_an_unchanged_file_sends_no_body() {
+    let setup = Setup::new();
+    let fetcher = setup.fetcher(Duration::from_secs(10), Setup::quick_policy());
+    let path = "metadata/timestamp.json";
+    let bytes = fs::read(setup.fx.repo_dir().join(path)).unwrap();
+    let tag = common::server::etag(&bytes);
+    let unchanged = fetcher.fetch_if_none_match(path, 16384, &tag).unwrap();
+    assert!(unchanged.is_none(), "the server answered 304: no body");
+    let mut changed = fetcher
+        .fetch_if_none_match(path, 16384, "\"some-older-tag\"")
+        .unwrap()
+        .expect("a different tag gets the file");
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut changed, &mut got).unwrap();
+    assert_eq!(got, bytes);
+    let seen: Vec<_> = setup
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(path))
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("if-none-match"), Some(tag.as_str()));
+    // The limit still holds for a conditional fetch that gets a body.
+    let err = fetcher
+        .fetch_if_none_match(path, 10, "\"x\"")
+        .err()
+        .expect("longer than 10 bytes");
+    assert!(matches!(err, FetchError::TooLong { .. }), "{err}");
+}
+
+#[test]
+fn download_continues_where_an_earlier_run_stopped() {
+    let setup = Setup::new();
+    let path = setup.package_path();
+    let whole = fs::read(setup.fx.repo_dir().join(&path)).unwrap();
+    let tag = common::server::etag(&whole);
+    let fetcher = setup.fetcher(Duration::from_secs(10), Setup::quick_policy());
+    // An earlier run kept the first 200,000 bytes; this one also loses its
+    // connection once and must still deliver exactly the rest.
+    let kept = 200_000u64;
+    setup.server.set_knob(
+        &path,
+        Knob::BreakAfter {
+            bytes: 300_000,
+            times: 1,
+        },
+    );
+    let mut rest = Vec::new();
+    let mut reader = fetcher
+        .fetch_from(&path, kept, &tag, whole.len() as u64)
+        .unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut rest).unwrap();
+    assert_eq!(rest.len() as u64, whole.len() as u64 - kept);
+    assert_eq!(&whole[kept as usize..], &rest[..]);
+    let seen: Vec<_> = setup
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&path))
+        .collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].header("range"), Some("bytes=200000-"));
+    assert_eq!(seen[0].header("if-range"), Some(tag.as_str()));
+    assert_eq!(seen[1].header("range"), Some("bytes=500000-"));
+}
+
+#[test]
+fn continuing_a_download_of_a_changed_file_is_refused() {
+    let setup = Setup::new();
+    let path = setup.package_path();
+    let whole = fs::read(setup.fx.repo_dir().join(&path)).unwrap();
+    let fetcher = setup.fetcher(Duration::from_secs(10), Setup::quick_policy());
+    // The partial file came from content with another tag: the server sends
+    // the whole file, which cannot be appended to what was kept.
+    let err = fetcher
+        .fetch_from(&path, 1000, "\"not-this-file\"", whole.len() as u64)
+        .err()
+        .expect("refused");
+    assert!(matches!(err, FetchError::Changed { .. }), "{err}");
+    // More kept than the file may have is refused without a request.
+    let err = fetcher
+        .fetch_from(&path, whole.len() as u64 + 1, "\"x\"", whole.len() as u64)
+        .err()
+        .expect("refused");
+    assert!(matches!(err, FetchError::TooLong { .. }), "{err}");
+}

@@ -1,12 +1,16 @@
 //! Fetching over HTTPS with bounded retries, a minimum transfer rate and
 //! transparent resumption of broken downloads (`Range` + `If-Range`).
+//! Two additions for a node that polls: a conditional fetch
+//! ([`HttpFetcher::fetch_if_none_match`], `If-None-Match` → 304) so an
+//! empty check costs no body, and [`HttpFetcher::fetch_from`] to continue a
+//! download that an earlier run left half done.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{
-    HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+    HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 use reqwest::StatusCode;
 
@@ -69,32 +73,103 @@ impl HttpFetcher {
     }
 }
 
+impl HttpFetcher {
+    fn body(&self, url: String, offset: u64, validator: Option<String>) -> ResumingBody {
+        ResumingBody {
+            client: self.client.clone(),
+            policy: self.policy.clone(),
+            url,
+            response: None,
+            offset,
+            total: None,
+            validator,
+            if_none_match: None,
+            failures: 0,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// Like [`Fetcher::fetch`], but sends `If-None-Match: <etag>` and
+    /// returns `Ok(None)` when the server answers 304 Not Modified (the
+    /// file still has that entity tag; `etag` is sent as given, quotes
+    /// included). A server that ignores the header sends the file.
+    pub fn fetch_if_none_match(
+        &self,
+        relative_path: &str,
+        max_len: u64,
+        etag: &str,
+    ) -> Result<Option<Box<dyn Read + Send>>, FetchError> {
+        check_relative_path(relative_path)?;
+        let url = self.url(relative_path);
+        let mut body = self.body(url.clone(), 0, None);
+        body.if_none_match = Some(etag.to_string());
+        match body.connect() {
+            Ok(()) => {}
+            Err(FetchError::Status { status: 304, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(Some(limited(body, max_len, url)?))
+    }
+
+    /// Continues a download that an earlier run stopped after `offset`
+    /// bytes: asks for `Range: bytes=<offset>-` with `If-Range: <validator>`
+    /// (the entity tag the file must still have) and yields the rest of the
+    /// file, at most `max_len - offset` bytes (`max_len` is the whole file's
+    /// limit). Breaks in this run are resumed as in [`Fetcher::fetch`]. A
+    /// server whose file no longer matches `validator` answers with the
+    /// whole file, which is [`FetchError::Changed`]: start again from 0.
+    pub fn fetch_from(
+        &self,
+        relative_path: &str,
+        offset: u64,
+        validator: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        check_relative_path(relative_path)?;
+        let url = self.url(relative_path);
+        if offset == 0 {
+            return self.fetch(relative_path, max_len);
+        }
+        if offset > max_len {
+            return Err(FetchError::TooLong {
+                location: url,
+                limit: max_len,
+            });
+        }
+        let mut body = self.body(url.clone(), offset, Some(validator.to_string()));
+        body.connect()?;
+        limited(body, max_len, url)
+    }
+}
+
+/// Refuses a body whose announced total exceeds `max_len` before reading
+/// it, and cuts it at `max_len` otherwise (counting from the body's start
+/// offset, since `max_len` limits the whole file).
+fn limited(
+    body: ResumingBody,
+    max_len: u64,
+    url: String,
+) -> Result<Box<dyn Read + Send>, FetchError> {
+    if let Some(total) = body.total {
+        if total > max_len {
+            return Err(FetchError::TooLong {
+                location: url,
+                limit: max_len,
+            });
+        }
+    }
+    let remaining = max_len.saturating_sub(body.offset);
+    Ok(Box::new(LimitedReader::new(body, remaining, url)))
+}
+
 impl Fetcher for HttpFetcher {
     fn fetch(&self, relative_path: &str, max_len: u64) -> Result<Box<dyn Read + Send>, FetchError> {
         check_relative_path(relative_path)?;
         let url = self.url(relative_path);
-        let mut body = ResumingBody {
-            client: self.client.clone(),
-            policy: self.policy.clone(),
-            url: url.clone(),
-            response: None,
-            offset: 0,
-            total: None,
-            validator: None,
-            failures: 0,
-            window_start: Instant::now(),
-            window_bytes: 0,
-        };
+        let mut body = self.body(url.clone(), 0, None);
         body.connect()?;
-        if let Some(total) = body.total {
-            if total > max_len {
-                return Err(FetchError::TooLong {
-                    location: url,
-                    limit: max_len,
-                });
-            }
-        }
-        Ok(Box::new(LimitedReader::new(body, max_len, url)))
+        limited(body, max_len, url)
     }
 
     fn location(&self, relative_path: &str) -> String {
@@ -114,6 +189,9 @@ struct ResumingBody {
     total: Option<u64>,
     /// `ETag` (strong) or `Last-Modified` of the first response, sent as `If-Range`.
     validator: Option<String>,
+    /// Sent as `If-None-Match` on the first request; a 304 answer ends the
+    /// fetch with `FetchError::Status { status: 304 }`.
+    if_none_match: Option<String>,
     failures: u32,
     window_start: Instant,
     window_bytes: u64,
@@ -175,6 +253,9 @@ impl ResumingBody {
 
     fn try_connect(&mut self) -> Result<Response, Attempt> {
         let mut request = self.client.get(&self.url);
+        if let (0, Some(etag)) = (self.offset, &self.if_none_match) {
+            request = request.header(IF_NONE_MATCH, etag.as_str());
+        }
         if self.offset > 0 {
             request = request.header(RANGE, format!("bytes={}-", self.offset));
             if let Some(validator) = &self.validator {
@@ -212,16 +293,20 @@ impl ResumingBody {
         }
         match status {
             StatusCode::PARTIAL_CONTENT => {
-                let start = response
+                let range = response
                     .headers()
                     .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_content_range_start);
-                if start != Some(self.offset) {
+                    .and_then(|v| v.to_str().ok());
+                if range.and_then(parse_content_range_start) != Some(self.offset) {
                     return Err(Attempt::Fatal(FetchError::Network {
                         location: self.url.clone(),
                         reason: format!("resume at byte {} got a different range", self.offset),
                     }));
+                }
+                // A download continued from an earlier run learns the
+                // file's length here, so an early close is resumed too.
+                if self.total.is_none() {
+                    self.total = range.and_then(parse_content_range_total);
                 }
                 Ok(response)
             }
@@ -317,6 +402,11 @@ fn parse_content_range_start(value: &str) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
+/// `bytes START-END/TOTAL` → TOTAL (`*` → unknown).
+fn parse_content_range_total(value: &str) -> Option<u64> {
+    value.trim().rsplit('/').next()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +415,7 @@ mod tests {
     fn content_range() {
         assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(parse_content_range_start("bytes */200"), None);
+        assert_eq!(parse_content_range_total("bytes 100-199/200"), Some(200));
+        assert_eq!(parse_content_range_total("bytes 100-199/*"), None);
     }
 }

@@ -192,7 +192,8 @@ impl Drop for TestServer {
     }
 }
 
-fn etag(body: &[u8]) -> String {
+/// The entity tag this server gives a file with content `body`.
+pub fn etag(body: &[u8]) -> String {
     format!("\"{}\"", &hex::encode(Sha256::digest(body))[..16])
 }
 
@@ -284,6 +285,15 @@ fn serve_connection(
         }
     }
     let tag = etag(&body);
+    if seen.header("if-none-match") == Some(tag.as_str()) {
+        write!(
+            stream,
+            "HTTP/1.1 304 Not Modified\r\nETag: {tag}\r\nConnection: close\r\n\r\n"
+        )?;
+        stream.flush()?;
+        stream.conn.send_close_notify();
+        return stream.flush();
+    }
     let mut status = "200 OK";
     let mut extra_headers = format!("ETag: {tag}\r\nAccept-Ranges: bytes\r\n");
     let mut start = 0u64;
