@@ -51,12 +51,15 @@ pub enum Output {
     Devices,
     /// Standard error (a CLI run, a test, a supervisor under another init).
     Stderr,
+    /// Standard output (a service whose output the supervisor logs).
+    Stdout,
 }
 
 /// Sets up the console and the `tracing` subscriber. Call once, early.
 pub fn init(output: Output) {
     let sinks: Vec<Box<dyn Write + Send>> = match output {
         Output::Stderr => vec![Box::new(std::io::stderr())],
+        Output::Stdout => vec![Box::new(std::io::stdout())],
         Output::Devices => {
             let mut sinks: Vec<Box<dyn Write + Send>> = Vec::new();
             for dev in ["/dev/ttyS0", "/dev/tty0"] {

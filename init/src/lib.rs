@@ -29,6 +29,7 @@ pub mod report;
 pub mod server;
 pub mod staffkeys;
 pub mod supervisor;
+pub mod updater;
 
 /// This binary's version, shown in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

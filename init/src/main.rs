@@ -43,6 +43,10 @@ enum Command {
         #[arg(long)]
         checkin: bool,
     },
+    /// Check the boot server for a signed update of the installed node and
+    /// stage it for the CD to activate (the supervisor runs this as the
+    /// service `updater` with --daemon --reboot).
+    Update(init::updater::UpdateArgs),
     /// Ask PID 1 to reboot the node in order (services stopped, disks synced).
     Reboot,
     /// Ask PID 1 to power the node off in order.
@@ -112,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ending = supervisor::run(&opts)?;
             println!("supervisor ended: {ending:?}");
         }
+        Command::Update(args) => init::updater::run_cli(args)?,
         Command::Reboot => signal_init(nix::sys::signal::Signal::SIGTERM)?,
         Command::Poweroff => signal_init(nix::sys::signal::Signal::SIGUSR2)?,
         Command::FindConfig => {

@@ -1,0 +1,1074 @@
+//! The updater against a real boot server on 127.0.0.1 (the `bootserver`
+//! command line run in-process, its own CA, SQLite database and published
+//! repository), with a temporary directory standing in for the node's
+//! partition: node.toml, trust/ (verifier state and the server's CA) and a
+//! current deployment installed from the same signed repository.
+//!
+//! Attacks are served the way an attacker who owns the server's disk (or a
+//! mirror that does not check) would serve them: the files are put into the
+//! server's published store directly, bypassing `repo publish`'s checks.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser as _;
+use init::deploy::{Denied, DeploymentId, Disk};
+use init::updater::{Options, Outcome, Schedule, UpdateError, Updater};
+use pkgsign::fetch::{DirFetcher, DownloadPolicy};
+use pkgsign::metadata::{sign_document, MetaInfo, RoleType, Snapshot, Timestamp, UtcTime};
+use pkgsign::repo::{Expiries, Repository, RoleSpec};
+use pkgsign::{SecretKey, Verifier};
+
+// ------------------------------------------------------------------ packages
+
+/// Deterministic, incompressible bytes (so sizes on the wire are real).
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
+}
+
+/// A .tar.gz of directories and files (path, content, mode).
+fn targz(dirs: &[&str], files: &[(&str, Vec<u8>, u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for d in dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(1_795_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        builder.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    for (path, content, mode) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(*mode);
+        h.set_size(content.len() as u64);
+        h.set_mtime(1_795_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        builder.append_data(&mut h, path, &content[..]).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+fn kernel_package() -> Vec<u8> {
+    targz(
+        &["lib", "lib/modules", "lib/modules/6.1.0-test"],
+        &[
+            ("vmlinuz", noise(300_000, 1), 0o644),
+            ("lib/modules/6.1.0-test/modules.dep", b"\n".to_vec(), 0o644),
+        ],
+    )
+}
+
+/// `base` at `version`; `blob` bytes of noise make it as large as a test needs.
+fn base_package(version: &str, blob: usize) -> Vec<u8> {
+    targz(
+        &["etc", "sbin", "usr", "usr/share"],
+        &[
+            (
+                "etc/os-release",
+                format!("NAME=plnode\nVERSION={version}\n").into_bytes(),
+                0o644,
+            ),
+            ("sbin/init", b"#!/bin/sh\nexit 0\n".to_vec(), 0o755),
+            (
+                "usr/share/blob",
+                noise(blob, version.len() as u32 + 7),
+                0o644,
+            ),
+        ],
+    )
+}
+
+fn sliver_ref_package() -> Vec<u8> {
+    targz(
+        &["etc", "bin"],
+        &[
+            ("etc/hostname", b"sliver\n".to_vec(), 0o644),
+            ("bin/tool", noise(300_000, 3), 0o755),
+            ("bin/setuid-tool", b"setuid\n".to_vec(), 0o4755),
+        ],
+    )
+}
+
+// ----------------------------------------------------------------- the server
+
+/// Runs a `bootserver` command line in-process.
+fn bootserver(args: &[&str]) {
+    let mut argv = vec!["bootserver"];
+    argv.extend_from_slice(args);
+    let cli = bootserver::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("bootserver {}: {e}", args.join(" ")));
+    bootserver::cli::run(cli).unwrap_or_else(|e| panic!("bootserver {}: {e:#}", args.join(" ")));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    workdir: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn dir(&self) -> String {
+        self.workdir.to_string_lossy().into_owned()
+    }
+
+    /// Starts serving HTTPS on its port (until the test process ends).
+    fn serve(&self) {
+        let (dir, listen) = (self.dir(), format!("127.0.0.1:{}", self.port));
+        std::thread::spawn(move || {
+            bootserver(&["--dir", &dir, "serve", "--listen", &listen]);
+        });
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `bootserver repo publish`: verified by the server before it serves it.
+    fn publish(&self, repo: &Path) {
+        bootserver(&[
+            "--dir",
+            &self.dir(),
+            "repo",
+            "publish",
+            &repo.to_string_lossy(),
+        ]);
+    }
+
+    /// Puts `repo` into the server's store without any check, as an
+    /// attacker with the server's disk (or a careless mirror) would.
+    fn serve_unchecked(&self, repo: &Path) {
+        let wd = bootserver::workdir::WorkDir::open(&self.workdir).unwrap();
+        let (staging, index) = bootserver::repo_store::stage_copy(repo, &wd.repo_store()).unwrap();
+        bootserver::repo_store::activate(&staging, &index, &wd.repo_store(), &wd.repo_link())
+            .unwrap();
+    }
+
+    /// The node's log on the server, newest first.
+    fn events(&self, node: u64) -> Vec<String> {
+        let wd = bootserver::workdir::WorkDir::open(&self.workdir).unwrap();
+        let conn = wd.open_db().unwrap();
+        bootserver::registry::node_events(&conn, config::node::NodeId(node), 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------ the world
+
+struct World {
+    dir: tempfile::TempDir,
+    keys: Vec<SecretKey>,
+    repo: Repository,
+    server: Server,
+    node_id: u64,
+    partition: PathBuf,
+}
+
+fn expiring_in(secs: i64) -> Expiries {
+    let t = UtcTime::from_unix(UtcTime::now().unix() + secs);
+    Expiries {
+        targets: t,
+        snapshot: t,
+        timestamp: t,
+    }
+}
+
+/// How a world is set up.
+struct Setup {
+    /// Targets signed by this many keys (all required).
+    targets_threshold: usize,
+    /// Serve now (else call `server.serve()` later).
+    serving: bool,
+    /// The node reaches the server through this port instead (a proxy).
+    node_port: Option<u16>,
+    /// The partition lives here instead of in the temporary directory.
+    partition: Option<PathBuf>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            targets_threshold: 1,
+            serving: true,
+            node_port: None,
+            partition: None,
+        }
+    }
+}
+
+impl World {
+    fn new() -> World {
+        World::with(Setup::default())
+    }
+
+    fn with(setup: Setup) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<SecretKey> = (0..setup.targets_threshold.max(1))
+            .map(|_| SecretKey::generate().unwrap())
+            .collect();
+        let one = RoleSpec {
+            keys: vec![keys[0].public().clone()],
+            threshold: 1,
+        };
+        let mut roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+            .into_iter()
+            .map(|r| (r, one.clone()))
+            .collect();
+        roles.insert(
+            RoleType::Targets,
+            RoleSpec {
+                keys: keys.iter().map(|k| k.public().clone()).collect(),
+                threshold: keys.len() as u32,
+            },
+        );
+        let repo_dir = dir.path().join("repo");
+        let repo = Repository::init(
+            &repo_dir,
+            &roles,
+            UtcTime::from_unix(UtcTime::now().unix() + 365 * 86_400),
+            &keys,
+        )
+        .unwrap();
+        let world_dir = dir.path().to_path_buf();
+        let add = |name: &str, version: &str, bytes: Vec<u8>, base_image: bool| {
+            let file = world_dir.join(format!("{name}-{version}.tar.gz"));
+            fs::write(&file, bytes).unwrap();
+            repo.add_package(&file, name, version, base_image, Default::default())
+                .unwrap();
+        };
+        add("kernel", "6.1.0-test", kernel_package(), false);
+        add("base", "2026.1", base_package("2026.1", 1000), true);
+        add("sliver-ref", "1", sliver_ref_package(), true);
+        repo.publish(&keys, &expiring_in(30 * 86_400)).unwrap();
+
+        let port = free_port();
+        let node_port = setup.node_port.unwrap_or(port);
+        let server = Server {
+            workdir: dir.path().join("server"),
+            port,
+        };
+        let url = format!("https://127.0.0.1:{node_port}");
+        bootserver(&[
+            "init",
+            &server.dir(),
+            "--host",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--url",
+            &url,
+        ]);
+        let root = repo_dir.join("metadata/1.root.json");
+        bootserver(&[
+            "--dir",
+            &server.dir(),
+            "repo",
+            "publish",
+            &repo_dir.to_string_lossy(),
+            "--root",
+            &root.to_string_lossy(),
+        ]);
+        bootserver(&["--dir", &server.dir(), "site", "add", "testsite"]);
+        let node_toml = dir.path().join("node.toml");
+        bootserver(&[
+            "--dir",
+            &server.dir(),
+            "node",
+            "add",
+            "node1.example.org",
+            "--site",
+            "testsite",
+            "-o",
+            &node_toml.to_string_lossy(),
+        ]);
+        let node_id = config::NodeConfig::load(&node_toml).unwrap().node_id.0;
+        if setup.serving {
+            server.serve();
+        }
+
+        // The installed disk, as `reinstall` leaves it.
+        let partition = setup
+            .partition
+            .unwrap_or_else(|| dir.path().join("partition"));
+        let disk = Disk::new(&partition);
+        disk.create_layout().unwrap();
+        fs::copy(&node_toml, disk.node_config_path()).unwrap();
+        fs::copy(
+            server.workdir.join("ca/ca.pem"),
+            disk.trust_dir().join("ca.pem"),
+        )
+        .unwrap();
+        let mut verifier = Verifier::open(&disk.trust_dir(), &fs::read(&root).unwrap()).unwrap();
+        let source = DirFetcher::new(repo_dir.clone());
+        let verified = verifier
+            .update(&source, std::time::SystemTime::now())
+            .unwrap();
+        let packages = init::install::node_packages(&verified).unwrap();
+        let record =
+            init::install::build_deployment(&disk, &verified, &packages, &source, &|_, _| {})
+                .unwrap();
+        disk.activate(&record.id, false).unwrap();
+
+        World {
+            dir,
+            keys,
+            repo,
+            server,
+            node_id,
+            partition,
+        }
+    }
+
+    fn disk(&self) -> Disk {
+        Disk::new(&self.partition)
+    }
+
+    fn updater(&self) -> Updater {
+        Updater::open(Options {
+            partition: self.partition.clone(),
+            handover: self.dir.path().join("no-handover.json"),
+            reboot: false,
+            download: DownloadPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(20),
+                ..DownloadPolicy::default()
+            },
+        })
+        .unwrap()
+    }
+
+    /// Adds `base` at `version` to the staff's repository and signs a new
+    /// version of the metadata (not yet on the server).
+    fn release_base(&self, version: &str, blob: usize) {
+        self.release_base_expiring(version, blob, 30 * 86_400);
+    }
+
+    fn release_base_expiring(&self, version: &str, blob: usize, secs: i64) {
+        let file = self.dir.path().join(format!("base-{version}.tar.gz"));
+        fs::write(&file, base_package(version, blob)).unwrap();
+        self.repo
+            .add_package(&file, "base", version, true, Default::default())
+            .unwrap();
+        self.repo.publish(&self.keys, &expiring_in(secs)).unwrap();
+    }
+
+    /// A copy of the staff's repository as it is now.
+    fn copy_repo(&self, name: &str) -> PathBuf {
+        let to = self.dir.path().join(name);
+        for area in ["metadata", "targets"] {
+            fs::create_dir_all(to.join(area)).unwrap();
+            for e in fs::read_dir(self.repo.dir().join(area)).unwrap() {
+                let e = e.unwrap();
+                fs::copy(e.path(), to.join(area).join(e.file_name())).unwrap();
+            }
+        }
+        to
+    }
+
+    fn current(&self) -> DeploymentId {
+        self.disk().link("current").unwrap().unwrap()
+    }
+
+    fn staged(&self) -> Option<DeploymentId> {
+        self.disk().link("staged").unwrap()
+    }
+
+    /// Every file of the verifier's state, with its content.
+    fn trust_state(&self) -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(self.disk().trust_dir())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn deployments(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.disk().deployments_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn cache_files(&self) -> Vec<String> {
+        match fs::read_dir(self.partition.join("cache/targets")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// What the CD does at the next boot: activate `staged` on trial; then
+    /// what the supervisor does when the services come up healthy.
+    fn boot_staged_and_prove_healthy(&self) {
+        let disk = self.disk();
+        let staged = disk.link("staged").unwrap().unwrap();
+        let record = disk.record(&staged).unwrap();
+        init::install::check_deployment(&disk, &record, true).unwrap();
+        disk.activate(&staged, true).unwrap();
+        disk.clear_link("staged").unwrap();
+        disk.clear_bootcount().unwrap();
+    }
+
+    /// What the CD does when the new deployment's trial runs out.
+    fn boot_staged_and_roll_back(&self) -> DeploymentId {
+        let disk = self.disk();
+        let staged = disk.link("staged").unwrap().unwrap();
+        let before = disk.link("current").unwrap().unwrap();
+        disk.activate(&staged, true).unwrap();
+        disk.clear_link("staged").unwrap();
+        disk.deny(Denied {
+            deployment: staged.clone(),
+            os_version: disk.record(&staged).unwrap().os_version,
+            reason: "deployment did not come up healthy within 3 boots".into(),
+            at: config::Timestamp::now(),
+        })
+        .unwrap();
+        disk.set_link("current", &before).unwrap();
+        disk.clear_link("previous").unwrap();
+        disk.clear_bootcount().unwrap();
+        staged
+    }
+
+    fn package_length(&self, name: &str) -> u64 {
+        let status = self.repo.status().unwrap();
+        status.targets.unwrap().targets[name].length
+    }
+}
+
+fn staged(outcome: &Result<Outcome, UpdateError>) -> (DeploymentId, Vec<String>, Vec<String>) {
+    match outcome {
+        Ok(Outcome::Staged {
+            deployment,
+            downloaded,
+            reused,
+            ..
+        }) => (deployment.clone(), downloaded.clone(), reused.clone()),
+        other => panic!("expected a staged update, got {other:?}"),
+    }
+}
+
+// --------------------------------------------------------------------- tests
+
+#[test]
+fn a_new_version_is_staged_with_only_the_changed_package_downloaded() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    w.release_base("2026.2", 200_000);
+    w.server.publish(w.repo.dir());
+
+    let report = updater.check();
+    let (id, downloaded, reused) = staged(&report.result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+    assert_eq!(downloaded, ["base"]);
+    assert_eq!(reused, ["kernel", "sliver-ref"]);
+    // Only `base` crossed the network (kernel and sliver-ref are ~300 kB each).
+    let base_len = w.package_length("base");
+    assert!(
+        report.bytes >= base_len && report.bytes < base_len + 32 * 1024,
+        "{} bytes received for a {base_len}-byte package",
+        report.bytes
+    );
+    assert_eq!(w.staged(), Some(id.clone()));
+    assert_eq!(w.current(), running, "the running deployment is untouched");
+    // What the CD checks before activating it: every file, re-hashed.
+    let disk = w.disk();
+    let record = disk.record(&id).unwrap();
+    init::install::check_deployment(&disk, &record, true).unwrap();
+    assert_eq!(
+        fs::read_to_string(disk.deployment_path(&id).join("root/etc/os-release")).unwrap(),
+        "NAME=plnode\nVERSION=2026.2\n"
+    );
+    assert!(w.cache_files().is_empty(), "{:?}", w.cache_files());
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with(&format!("update staged: 2026.2 (deployment {id})"))),
+        "{events:#?}"
+    );
+
+    // After the CD activated it and it proved healthy, a third version
+    // replaces it; the first one is then pruned, `previous` kept.
+    w.boot_staged_and_prove_healthy();
+    assert_eq!(w.disk().link("previous").unwrap(), Some(running.clone()));
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    let (id3, _, _) = staged(&updater.check().result);
+    w.boot_staged_and_prove_healthy();
+    let report = updater.check();
+    assert_eq!(
+        report.result.unwrap(),
+        Outcome::UpToDate {
+            deployment: id3.clone()
+        }
+    );
+    let mut expected = vec![id.to_string(), id3.to_string()];
+    expected.sort();
+    assert_eq!(w.deployments(), expected, "kept current and previous only");
+}
+
+#[test]
+fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let first = updater.check();
+    assert_eq!(
+        first.result.as_ref().unwrap(),
+        &Outcome::UpToDate {
+            deployment: w.current()
+        }
+    );
+    let trust = w.trust_state();
+    let empty = updater.check();
+    assert!(matches!(empty.result, Ok(Outcome::UpToDate { .. })));
+    // `2.root.json` (not found) and `timestamp.json` (304 Not Modified).
+    assert_eq!(empty.requests, 2, "{empty:?}");
+    assert_eq!(empty.not_modified, 1, "{empty:?}");
+    assert!(empty.bytes < 300, "{empty:?}");
+    assert_eq!(w.trust_state(), trust);
+
+    // A staged version is not downloaded again.
+    w.release_base("2026.2", 100_000);
+    w.server.publish(w.repo.dir());
+    let (id, _, _) = staged(&updater.check().result);
+    let again = updater.check();
+    assert_eq!(
+        again.result.unwrap(),
+        Outcome::AlreadyStaged {
+            deployment: id.clone()
+        }
+    );
+    assert_eq!(again.requests, 2);
+    assert!(again.bytes < 300, "{} bytes", again.bytes);
+    assert_eq!(w.staged(), Some(id));
+}
+
+/// Asserts a refused check left the node as it was.
+fn assert_refused(
+    w: &World,
+    report: &init::updater::CheckReport,
+    trust: &BTreeMap<String, Vec<u8>>,
+    deployments: &[String],
+    says: &str,
+) {
+    let err = match &report.result {
+        Err(e) => e.to_string(),
+        Ok(o) => panic!("expected a refusal, got {o:?}"),
+    };
+    assert!(err.contains(says), "{err}");
+    assert_eq!(w.staged(), None);
+    assert_eq!(&w.trust_state(), trust, "the trusted state moved");
+    assert_eq!(w.deployments(), deployments);
+    assert!(w.cache_files().is_empty(), "{:?}", w.cache_files());
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("update failed") && e.contains(says)),
+        "the server was not told: {events:#?}"
+    );
+}
+
+#[test]
+fn a_tampered_package_is_refused() {
+    let w = World::new();
+    let mut updater = w.updater();
+    w.release_base("2026.2", 50_000);
+    let evil = w.copy_repo("evil");
+    let info = w.repo.status().unwrap().targets.unwrap().targets["base"].clone();
+    let path = evil.join(&info.path);
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    w.server.serve_unchecked(&evil);
+    let (trust, deployments) = (w.trust_state(), w.deployments());
+
+    let report = updater.check();
+    assert_refused(
+        &w,
+        &report,
+        &trust,
+        &deployments,
+        "the server's file is not the one that was signed",
+    );
+    assert!(matches!(report.result, Err(UpdateError::PackageRefused(_))));
+    // A failure is reported once, not at every poll.
+    let again = updater.check();
+    assert!(again.result.is_err());
+    let told = w
+        .server
+        .events(w.node_id)
+        .iter()
+        .filter(|e| e.starts_with("update failed"))
+        .count();
+    assert_eq!(told, 1);
+}
+
+#[test]
+fn older_metadata_is_refused() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let old = w.copy_repo("old");
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    staged(&updater.check().result);
+    w.boot_staged_and_prove_healthy();
+    assert!(matches!(
+        updater.check().result,
+        Ok(Outcome::UpToDate { .. })
+    ));
+
+    // A stale mirror (or an attacker replaying) serves the first version.
+    w.server.serve_unchecked(&old);
+    let (trust, deployments) = (w.trust_state(), w.deployments());
+    let report = updater.check();
+    assert_refused(&w, &report, &trust, &deployments, "rollback");
+    assert!(matches!(report.result, Err(UpdateError::Metadata(_))));
+}
+
+#[test]
+fn expired_metadata_is_refused() {
+    let w = World::new();
+    let mut updater = w.updater();
+    // Signed correctly, but expired an hour ago (a freeze attack replays such).
+    w.release_base_expiring("2026.2", 1000, -3600);
+    w.server.serve_unchecked(w.repo.dir());
+    let (trust, deployments) = (w.trust_state(), w.deployments());
+    let report = updater.check();
+    assert_refused(&w, &report, &trust, &deployments, "expired");
+}
+
+#[test]
+fn under_signed_metadata_is_refused() {
+    let w = World::with(Setup {
+        targets_threshold: 2,
+        ..Setup::default()
+    });
+    let mut updater = w.updater();
+    w.release_base("2026.2", 1000);
+    // Re-sign the new targets with one of its two keys only, and a snapshot
+    // and timestamp that name it (as someone holding one key, and the
+    // online snapshot and timestamp keys, could).
+    let evil = w.copy_repo("evil");
+    let meta = evil.join("metadata");
+    let ts_bytes = fs::read(meta.join("timestamp.json")).unwrap();
+    let (_, ts) = pkgsign::metadata::parse_unverified::<Timestamp>(&ts_bytes).unwrap();
+    let snap_file = meta.join(format!("{}.snapshot.json", ts.meta.snapshot.version));
+    let (_, snap) =
+        pkgsign::metadata::parse_unverified::<Snapshot>(&fs::read(&snap_file).unwrap()).unwrap();
+    let targets_file = meta.join(format!("{}.targets.json", snap.meta.targets.version));
+    let (_, targets) = pkgsign::metadata::parse_unverified::<pkgsign::metadata::Targets>(
+        &fs::read(&targets_file).unwrap(),
+    )
+    .unwrap();
+    let one_key = sign_document(&targets, &[&w.keys[0]]).unwrap();
+    fs::write(&targets_file, &one_key).unwrap();
+    let snap = Snapshot::new(
+        snap.version,
+        snap.expires,
+        MetaInfo::describe(targets.version, &one_key),
+    );
+    let snap_bytes = sign_document(&snap, &[&w.keys[0]]).unwrap();
+    fs::write(&snap_file, &snap_bytes).unwrap();
+    let ts = Timestamp::new(
+        ts.version,
+        ts.expires,
+        MetaInfo::describe(snap.version, &snap_bytes),
+    );
+    fs::write(
+        meta.join("timestamp.json"),
+        sign_document(&ts, &[&w.keys[0]]).unwrap(),
+    )
+    .unwrap();
+    w.server.serve_unchecked(&evil);
+    let (trust, deployments) = (w.trust_state(), w.deployments());
+
+    let report = updater.check();
+    assert_refused(&w, &report, &trust, &deployments, "targets");
+    let err = report.result.unwrap_err().to_string();
+    assert!(
+        err.contains("threshold") || err.contains("signature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_denylisted_version_is_not_staged_again_and_reported_once() {
+    let w = World::new();
+    let mut updater = w.updater();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    staged(&updater.check().result);
+    let failed = w.boot_staged_and_roll_back();
+    w.disk().prune().unwrap();
+
+    let report = updater.check();
+    assert_eq!(
+        report.result.unwrap(),
+        Outcome::Denied {
+            deployment: failed.clone(),
+            reason: "deployment did not come up healthy within 3 boots".into(),
+            reported_now: true,
+        }
+    );
+    assert_eq!(w.staged(), None);
+    let again = updater.check();
+    assert!(
+        matches!(
+            again.result,
+            Ok(Outcome::Denied {
+                reported_now: false,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert!(again.bytes < 300, "no download: {again:?}");
+    assert_eq!(w.staged(), None);
+    assert!(!w.deployments().contains(&failed.to_string()));
+    let denylist_reports = w
+        .server
+        .events(w.node_id)
+        .iter()
+        .filter(|e| e.contains("on the node's denylist"))
+        .count();
+    assert_eq!(denylist_reports, 1);
+
+    // A fixed release is taken.
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    let (id, _, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.3-"));
+}
+
+#[test]
+fn a_changed_file_in_the_running_deployment_is_downloaded_instead_of_copied() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    let tool = w
+        .disk()
+        .deployment_path(&running)
+        .join("sliver-ref/bin/tool");
+    let mut bytes = fs::read(&tool).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&tool, bytes).unwrap();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+
+    let (id, downloaded, reused) = staged(&updater.check().result);
+    assert_eq!(downloaded, ["base", "sliver-ref"]);
+    assert_eq!(reused, ["kernel"]);
+    let disk = w.disk();
+    init::install::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
+    // Modes and setuid bits come from the signed package, not the copy.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(disk.deployment_path(&id).join("sliver-ref/bin/setuid-tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+}
+
+#[test]
+fn a_full_disk_is_refused_cleanly() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP a_full_disk_is_refused_cleanly: mounting a small tmpfs needs root");
+        return;
+    }
+    let mount_dir = tempfile::tempdir().unwrap();
+    let mount = SmallFs::mount(mount_dir.path(), 40 << 20);
+    let w = World::with(Setup {
+        partition: Some(mount.path.join("partition")),
+        ..Setup::default()
+    });
+    let mut updater = w.updater();
+    // 12 MiB of content that does not compress: 12 MiB to download and 12
+    // MiB to unpack, plus margin and reserve, on a 40 MiB file system.
+    w.release_base("2026.2", 12 << 20);
+    w.server.publish(w.repo.dir());
+    let (trust, deployments) = (w.trust_state(), w.deployments());
+    let free_before = init::updater::space::free_bytes(&w.partition).unwrap();
+
+    let report = updater.check();
+    assert_refused(&w, &report, &trust, &deployments, "not enough space");
+    assert!(matches!(report.result, Err(UpdateError::NoSpace { .. })));
+    assert!(report.bytes < 64 * 1024, "nothing downloaded: {report:?}");
+    let free_after = init::updater::space::free_bytes(&w.partition).unwrap();
+    assert!(
+        free_after + 64 * 1024 >= free_before,
+        "{free_before} free before, {free_after} after"
+    );
+    // The running deployment is intact.
+    let disk = w.disk();
+    init::install::check_deployment(&disk, &disk.record(&w.current()).unwrap(), true).unwrap();
+}
+
+/// A tmpfs of a given size, unmounted on drop.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(path: &Path, bytes: u64) -> SmallFs {
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={bytes}").as_str()),
+        )
+        .unwrap();
+        SmallFs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn while_the_server_is_down_the_node_keeps_its_deployment_then_catches_up() {
+    let w = World::with(Setup {
+        serving: false,
+        ..Setup::default()
+    });
+    let running = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    let mut updater = w.updater();
+    let schedule = Schedule {
+        interval: Duration::from_millis(50),
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(80),
+    };
+    let mut bases = Vec::new();
+    let mut results = Vec::new();
+    updater.run(&schedule, &mut |report, wait| {
+        results.push(format!("{:?}", report.result));
+        match &report.result {
+            Err(e) => {
+                assert!(e.is_unreachable(), "{e}");
+                assert_eq!(w.current(), running);
+                assert_eq!(w.staged(), None);
+                bases.push(wait.base);
+                if bases.len() == 6 {
+                    // The server comes back.
+                    w.server.serve();
+                }
+                ControlFlow::Continue(())
+            }
+            Ok(Outcome::Staged { .. }) => ControlFlow::Break(()),
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    });
+    let ms: Vec<u128> = bases.iter().map(|b| b.as_millis()).collect();
+    assert_eq!(ms, [10, 20, 40, 80, 80, 80], "{results:#?}");
+    assert!(w.staged().is_some());
+    assert_eq!(w.current(), running);
+}
+
+/// A TCP proxy in front of the server that can cut a transfer midway and
+/// then refuse connections, like a network that goes away.
+struct Proxy {
+    port: u16,
+    state: Arc<Mutex<ProxyMode>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    Open,
+    /// Forward this many bytes from the server on one connection, then cut
+    /// it and refuse everything after.
+    CutAfter(u64),
+    Refuse,
+}
+
+impl Proxy {
+    fn start(port: u16, upstream: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let state = Arc::new(Mutex::new(ProxyMode::Open));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if *st.lock().unwrap() == ProxyMode::Refuse {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let st = st.clone();
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let (mut from, mut to) = (server, client);
+                    let mut buf = [0u8; 16 * 1024];
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let mode = *st.lock().unwrap();
+                        if let ProxyMode::CutAfter(limit) = mode {
+                            if sent + n as u64 > limit {
+                                *st.lock().unwrap() = ProxyMode::Refuse;
+                                break;
+                            }
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    fn set(&self, mode: ProxyMode) {
+        *self.state.lock().unwrap() = mode;
+    }
+}
+
+#[test]
+fn an_interrupted_download_continues_where_it_stopped() {
+    let proxy_port = free_port();
+    let w = World::with(Setup {
+        node_port: Some(proxy_port),
+        ..Setup::default()
+    });
+    let proxy = Proxy::start(proxy_port, w.server.port);
+    assert_eq!(proxy.port, proxy_port);
+    w.release_base("2026.2", 3 << 20);
+    w.server.publish(w.repo.dir());
+    let base_len = w.package_length("base");
+    let mut updater = w.updater();
+
+    // The network goes away a megabyte into the download, for good.
+    proxy.set(ProxyMode::CutAfter(1 << 20));
+    let first = updater.check();
+    assert!(
+        matches!(&first.result, Err(e) if e.is_unreachable()),
+        "{first:?}"
+    );
+    assert_eq!(w.staged(), None);
+    let partial: Vec<String> = w.cache_files();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    assert!(partial[0].ends_with(".part"), "{partial:?}");
+    let kept = fs::metadata(w.partition.join("cache/targets").join(&partial[0]))
+        .unwrap()
+        .len();
+    assert!(
+        kept > 500_000 && kept < base_len,
+        "kept {kept} of {base_len}"
+    );
+
+    // It comes back; the next check asks only for the rest.
+    proxy.set(ProxyMode::Open);
+    let second = updater.check();
+    let (id, downloaded, _) = staged(&second.result);
+    assert_eq!(downloaded, ["base"]);
+    assert!(
+        second.bytes < base_len - kept + 64 * 1024,
+        "{} bytes received for the {} missing",
+        second.bytes,
+        base_len - kept
+    );
+    assert!(second.bytes >= base_len - kept);
+    let disk = w.disk();
+    init::install::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
+    assert!(w.cache_files().is_empty());
+}
+
+#[test]
+fn the_command_line_checks_once_and_says_what_it_decided() {
+    let w = World::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_init"))
+        .args(["update", "--partition"])
+        .arg(&w.partition)
+        .arg("--handover")
+        .arg(w.dir.path().join("no-handover.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "@step update/check ok up to date: running {}",
+            w.current()
+        )),
+        "{stdout}"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_init"))
+        .args(["update", "--partition"])
+        .arg(w.dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("reading the node config"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
