@@ -69,7 +69,10 @@ fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
     let fixture = FIXTURE.get_or_init(|| {
         prerequisites()?;
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bootcd-cli");
+        // One directory per test process: nextest runs each test in its own
+        // process, in parallel, and they must not clear each other's files.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bootcd-cli-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let secret = SecretKey::generate().unwrap();

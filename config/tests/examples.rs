@@ -6,7 +6,9 @@ use config::node::{Addressing, InterfaceChoice};
 use config::rspec::Rspec;
 
 fn example(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
 }
 
 #[test]
@@ -38,5 +40,9 @@ fn rspec_example_parses_and_validates() {
 #[test]
 fn a_missing_file_names_the_path() {
     let e = config::NodeConfig::load(Path::new("/nonexistent/node.toml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/node.toml: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/node.toml: cannot read"),
+        "{e}"
+    );
 }

@@ -14,12 +14,16 @@ fuzz_target!(|data: &[u8]| {
         Some((s, r)) => (*s, r),
         None => return,
     };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     match selector % 6 {
         0 => {
             let length = u64::from(selector) * 997 + rest.len() as u64;
             match input::parse_range(text, length) {
-                RangeRequest::Part(r) => assert!(r.start < r.end && r.end <= length, "{text:?} -> {r:?}"),
+                RangeRequest::Part(r) => {
+                    assert!(r.start < r.end && r.end <= length, "{text:?} -> {r:?}")
+                }
                 RangeRequest::Whole | RangeRequest::Unsatisfiable => {}
             }
             let _ = input::etag_matches(text, "\"abc\"");
@@ -28,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(header) = config::api::auth::AuthHeader::parse(text) {
                 let key = config::node::NodeKey::new("0".repeat(64)).unwrap();
                 let _ = header.verify(&key, "POST", "/api/v1/node/checkin", rest);
-                let again = config::api::auth::AuthHeader::parse(&header.to_header_value()).unwrap();
+                let again =
+                    config::api::auth::AuthHeader::parse(&header.to_header_value()).unwrap();
                 assert_eq!(again, header);
             }
         }
@@ -51,9 +56,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            if let Ok(c) = config::server::ServerConfig::from_toml(text, Path::new("bootserver.toml")) {
-                let again = config::server::ServerConfig::from_toml(&c.to_toml(), Path::new("again.toml"))
-                    .expect("a config we accepted must survive its own TOML form");
+            if let Ok(c) =
+                config::server::ServerConfig::from_toml(text, Path::new("bootserver.toml"))
+            {
+                let again =
+                    config::server::ServerConfig::from_toml(&c.to_toml(), Path::new("again.toml"))
+                        .expect("a config we accepted must survive its own TOML form");
                 assert_eq!(c, again);
             }
         }

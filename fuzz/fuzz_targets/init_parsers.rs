@@ -10,10 +10,16 @@ use config::node::MacAddr;
 use init::{blockdev, cmdline::Cmdline, dhcp, modprobe};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     match selector % 4 {
         0 => {
-            let _ = dhcp::parse_reply(rest, 0x1234_5678, MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+            let _ = dhcp::parse_reply(
+                rest,
+                0x1234_5678,
+                MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            );
         }
         1 => {
             let _ = blockdev::parse_superblock(rest);
@@ -24,8 +30,13 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             let text = String::from_utf8_lossy(rest);
             let mut parts = text.splitn(3, '\u{0}');
-            let (dep, alias, softdep) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let index = modprobe::ModuleIndex::parse(Path::new("/lib/modules/fuzz"), dep, alias, softdep);
+            let (dep, alias, softdep) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let index =
+                modprobe::ModuleIndex::parse(Path::new("/lib/modules/fuzz"), dep, alias, softdep);
             for line in dep.lines().take(8) {
                 if let Some((name, _)) = line.split_once(':') {
                     let _ = index.load_order(name);

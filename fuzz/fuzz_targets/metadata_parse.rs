@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
         let encoded = canonical::encode(&value).expect("parsed value must encode");
         let again = canonical::parse(&encoded).expect("canonical output must parse");
         assert_eq!(again, value);
-        assert_eq!(canonical::encode(&again).expect("encode"), encoded, "encoding is not unique");
+        assert_eq!(
+            canonical::encode(&again).expect("encode"),
+            encoded,
+            "encoding is not unique"
+        );
     }
     if let Ok(envelope) = Envelope::parse(data) {
         let _ = envelope.claimed_type();
@@ -27,7 +31,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let _ = envelope.decode::<Targets>().map(|t| t.targets.values().map(|i| i.unpacked_limit()).count());
+        let _ = envelope
+            .decode::<Targets>()
+            .map(|t| t.targets.values().map(|i| i.unpacked_limit()).count());
         let _ = envelope.decode::<Snapshot>();
         let _ = envelope.decode::<Timestamp>();
     }

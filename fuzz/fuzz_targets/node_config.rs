@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok((config, _)) = config::parse_any_node_config(text, Path::new("fuzz.toml")) {
         let again = config::NodeConfig::from_toml(&config.to_toml(), Path::new("again.toml"))
             .expect("a config we accepted must survive its own TOML form");

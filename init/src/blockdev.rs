@@ -217,10 +217,19 @@ impl Mounted {
         use nix::mount::{mount, MsFlags};
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        // A read-only look must write nothing: ext4 would otherwise replay
+        // a journal left by a crash, even on a read-only mount.
+        let data = match (read_only, kind) {
+            (true, FsKind::Ext) => Some("norecovery"),
+            // The kernel's default character set for FAT names (ascii)
+            // is a module the CD need not carry; utf8 and cp437 it does.
+            (_, FsKind::Vfat) => Some("iocharset=utf8,codepage=437"),
+            _ => None,
+        };
         if read_only {
             flags |= MsFlags::MS_RDONLY;
         }
-        mount(Some(dev), dir, Some(kind.mount_type()), flags, None::<&str>).with_context(|| {
+        mount(Some(dev), dir, Some(kind.mount_type()), flags, data).with_context(|| {
             format!(
                 "mounting {} ({}) on {}",
                 dev.display(),

@@ -94,6 +94,10 @@ const ALWAYS: &[&str] = &[
     "ext4",
     "isofs",
     "vfat",
+    // Disk drivers for SCSI-like devices (SATA via ahci, USB sticks), so a
+    // disk that shows up late still gets its block device.
+    "sd_mod",
+    "sr_mod",
     "nls_cp437",
     "nls_ascii",
     "nls_utf8",
@@ -116,8 +120,6 @@ fn load_modules() -> anyhow::Result<((), String)> {
         tracing::warn!("{f}");
     }
     tracing::info!("loaded {}", loaded.join(" "));
-    // Disks behind USB and SCSI controllers appear a moment after their drivers load.
-    std::thread::sleep(Duration::from_millis(500));
     Ok((
         (),
         format!("loaded={} failed={}", loaded.len(), failures.len()),

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Module names use `-` and `_` interchangeably; we keep `_`.
 pub fn normalise(name: &str) -> String {
@@ -143,16 +144,28 @@ impl ModuleIndex {
     /// The order to load `module` in: softdep pre-modules, dependencies
     /// (deepest first), the module, softdep post-modules.
     pub fn load_order(&self, module: &str) -> Result<Vec<String>, ModError> {
+        Ok(self
+            .load_plan(module)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect())
+    }
+
+    /// [`load_order`](Self::load_order) with, for each module, whether it
+    /// is only there as a soft dependency (its failure to load is not fatal:
+    /// e.g. `crct10dif_pclmul` on a CPU without PCLMUL).
+    pub fn load_plan(&self, module: &str) -> Result<Vec<(String, bool)>, ModError> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
-        self.visit(&normalise(module), &mut order, &mut seen, 0)?;
+        self.visit(&normalise(module), false, &mut order, &mut seen, 0)?;
         Ok(order)
     }
 
     fn visit(
         &self,
         module: &str,
-        order: &mut Vec<String>,
+        soft: bool,
+        order: &mut Vec<(String, bool)>,
         seen: &mut HashSet<String>,
         depth: usize,
     ) -> Result<(), ModError> {
@@ -164,19 +177,19 @@ impl ModuleIndex {
             .get(module)
             .ok_or_else(|| ModError::Unknown(module.to_string()))?;
         let (pre, post) = self.softdeps.get(module).cloned().unwrap_or_default();
-        for soft in &pre {
-            for real in self.resolve(soft) {
+        for s in &pre {
+            for real in self.resolve(s) {
                 // A missing soft dependency is not fatal: it is "soft".
-                let _ = self.visit(&real, order, seen, depth + 1);
+                let _ = self.visit(&real, true, order, seen, depth + 1);
             }
         }
         for dep in needs.iter().rev() {
-            self.visit(dep, order, seen, depth + 1)?;
+            self.visit(dep, soft, order, seen, depth + 1)?;
         }
-        order.push(module.to_string());
-        for soft in &post {
-            for real in self.resolve(soft) {
-                let _ = self.visit(&real, order, seen, depth + 1);
+        order.push((module.to_string(), soft));
+        for s in &post {
+            for real in self.resolve(s) {
+                let _ = self.visit(&real, true, order, seen, depth + 1);
             }
         }
         Ok(())
@@ -314,7 +327,7 @@ impl Loader {
     /// Loads `module` and what it needs; returns the modules newly loaded.
     pub fn load(&mut self, module: &str) -> Result<Vec<String>, ModError> {
         let mut newly = Vec::new();
-        for m in self.index.load_order(module)? {
+        for (m, soft) in self.index.load_plan(module)? {
             if self.loaded.contains(&m) {
                 continue;
             }
@@ -322,21 +335,29 @@ impl Loader {
                 .index
                 .path_of(&m)
                 .ok_or_else(|| ModError::Unknown(m.clone()))?;
-            let file = File::open(&path).map_err(|source| ModError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+            let result = File::open(&path)
+                .map_err(|source| ModError::Read {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|file| {
+                    match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+                        Err(errno) => Err(ModError::Load {
+                            name: m.clone(),
+                            path: path.clone(),
+                            errno,
+                        }),
+                    }
+                });
+            match result {
                 Ok(()) => newly.push(m.clone()),
-                Err(nix::errno::Errno::EEXIST) => {}
-                Err(errno) => {
-                    return Err(ModError::Load {
-                        name: m,
-                        path,
-                        errno,
-                    })
+                Err(e) if soft => {
+                    tracing::debug!("soft dependency not loaded: {e}");
                 }
+                Err(e) => return Err(e),
             }
+            // Tried once, loaded or not: a soft failure is not retried.
             self.loaded.insert(m);
         }
         Ok(newly)
@@ -345,34 +366,60 @@ impl Loader {
     /// Loads drivers for every device the kernel shows, repeating while new
     /// devices appear. Returns (loaded modules, failures as text).
     pub fn load_for_hardware(&mut self, sys_devices: &Path) -> (Vec<String>, Vec<String>) {
+        self.load_until_settled(sys_devices, SETTLE, MAX_SCAN)
+    }
+
+    /// Scans and loads until no new device has appeared for `settle`
+    /// (buses such as USB publish their devices seconds after their
+    /// controller's driver loads), or `max` has passed.
+    pub fn load_until_settled(
+        &mut self,
+        sys_devices: &Path,
+        settle: Duration,
+        max: Duration,
+    ) -> (Vec<String>, Vec<String>) {
         let mut loaded = Vec::new();
         let mut failures = Vec::new();
         let mut tried: HashSet<String> = HashSet::new();
-        for _round in 0..8 {
-            let mut progress = false;
-            for alias in device_modaliases(sys_devices) {
-                for module in self.index.modules_for_alias(&alias) {
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let started = Instant::now();
+        let mut last_change = Instant::now();
+        loop {
+            let now_seen = device_modaliases(sys_devices);
+            if now_seen != seen {
+                last_change = Instant::now();
+            }
+            for alias in now_seen.difference(&seen) {
+                for module in self.index.modules_for_alias(alias) {
                     if !tried.insert(module.clone()) || !self.index.contains(&module) {
                         continue;
                     }
                     match self.load(&module) {
                         Ok(new) => {
-                            progress |= !new.is_empty();
+                            if !new.is_empty() {
+                                last_change = Instant::now();
+                            }
                             loaded.extend(new);
                         }
                         Err(e) => failures.push(e.to_string()),
                     }
                 }
             }
-            if !progress {
+            seen = now_seen;
+            if last_change.elapsed() >= settle || started.elapsed() >= max {
                 break;
             }
             // Let the new drivers probe and publish their devices.
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
         }
         (loaded, failures)
     }
 }
+
+/// Quiet time after the last new device before the hardware counts as found.
+pub const SETTLE: Duration = Duration::from_millis(2500);
+/// The longest the scan goes on.
+pub const MAX_SCAN: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
@@ -404,6 +451,13 @@ alias crc32c crc32c_generic\n";
             index().load_order("virtio-net").unwrap(),
             vec!["failover", "net_failover", "virtio_net"]
         );
+    }
+
+    #[test]
+    fn soft_dependencies_are_marked_soft() {
+        let plan = index().load_plan("ext4").unwrap();
+        assert_eq!(plan[0], ("crc32c_generic".to_string(), true));
+        assert!(plan[1..].iter().all(|(_, soft)| !soft), "{plan:?}");
     }
 
     #[test]

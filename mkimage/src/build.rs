@@ -132,12 +132,18 @@ fn relative_to(dir: &Path, path: &Path) -> PathBuf {
 /// Resolves each binary the spec lists to an existing file.
 /// The `[[base.files]]` of the spec, read now so a missing one fails early.
 fn base_files(opts: &BuildOptions) -> Result<Vec<(String, Vec<u8>, u32)>, BuildError> {
-    let Some(base) = &opts.spec.base else { return Ok(Vec::new()) };
+    let Some(base) = &opts.spec.base else {
+        return Ok(Vec::new());
+    };
     base.files
         .iter()
         .map(|f| {
             let path = relative_to(&opts.spec_dir, &f.path);
-            let bytes = fs::read(&path).map_err(|source| BuildError::FileMissing { dest: f.dest.clone(), path, source })?;
+            let bytes = fs::read(&path).map_err(|source| BuildError::FileMissing {
+                dest: f.dest.clone(),
+                path,
+                source,
+            })?;
             Ok((f.dest.clone(), bytes, f.mode))
         })
         .collect()

@@ -37,7 +37,8 @@ path = "supervisor.toml"
 flavour = "busybox"
 "#;
 
-const SUPERVISOR: &str = "[[service]]\nname = \"sshd\"\ncommand = [\"/usr/sbin/dropbear\", \"-F\"]\n";
+const SUPERVISOR: &str =
+    "[[service]]\nname = \"sshd\"\ncommand = [\"/usr/sbin/dropbear\", \"-F\"]\n";
 
 fn prerequisites() -> Result<(), String> {
     for (file, package) in [
@@ -305,7 +306,10 @@ fn packages_extract_safely_and_hold_what_a_node_needs() {
         assert!(base.join(path).exists(), "base lacks {path}");
     }
     // ssh host keys live on the node's partition, kept across updates.
-    assert_eq!(fs::read_link(base.join("etc/dropbear")).unwrap(), Path::new("/plnode/ssh"));
+    assert_eq!(
+        fs::read_link(base.join("etc/dropbear")).unwrap(),
+        Path::new("/plnode/ssh")
+    );
     assert_eq!(
         fs::read_link(base.join("bin/sh")).unwrap(),
         Path::new("../bin/busybox")

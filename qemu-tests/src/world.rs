@@ -26,12 +26,17 @@ use crate::artifacts::{self, target_dir, workspace_root, ArtifactError};
 use crate::qemu::{Disk, DiskBus, Firmware, Qemu, QemuConfig};
 
 /// Bump when what [`Shared`] builds changes shape.
-const CACHE_VERSION: &str = "world-3";
+const CACHE_VERSION: &str = "world-4";
 /// The address of the host's loopback as a QEMU user-mode guest sees it.
 pub const HOST_FROM_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The version of the node OS packages in the shared repository.
 pub const OS_VERSION: &str = "2026.11.1";
 pub const CD_VERSION: &str = "2026.11-test";
+/// The boot server port on the shared CD. Labs pick free ports and put
+/// them in node configs; a node config without server URLs (PlanetLab's
+/// plnode.txt has none) makes the node use this one, so only the lab that
+/// serves on it ([`Lab::new_on_cd_port`]) may boot such a node.
+pub const CD_SERVER_PORT: u16 = 18443;
 
 /// Artefacts shared by every scenario (see the module docs).
 #[derive(Debug, Clone)]
@@ -128,22 +133,35 @@ pub fn publish(repo: &Repository, key: &SecretKey, days: u64) -> Result<(), Arti
 }
 
 /// Builds the node OS packages (config/examples/nodeos.toml, with the
-/// given init and version) into `repo`'s pending set.
+/// given init and version) into `repo`'s pending set. `supervisor_toml`
+/// replaces the services file of `base` (e.g. for a base that fails).
 pub fn build_packages(
     repo: &Path,
     init: &Path,
     version: &str,
     only: Option<&[&str]>,
+    supervisor_toml: Option<&str>,
 ) -> Result<(), ArtifactError> {
-    let spec_path = workspace_root().join("config/examples/nodeos.toml");
+    let examples = workspace_root().join("config/examples");
+    let spec_path = examples.join("nodeos.toml");
     let mut spec =
         mkimage::spec::ImageSpec::load(&spec_path).map_err(fail("reading the image spec"))?;
     spec.version = version.to_string();
+    let scratch = tempfile::tempdir().map_err(fail("making a scratch directory"))?;
+    if let (Some(text), Some(base)) = (supervisor_toml, spec.base.as_mut()) {
+        let path = scratch.path().join("supervisor.toml");
+        fs::write(&path, text).map_err(fail("writing supervisor.toml"))?;
+        for f in &mut base.files {
+            if f.dest == "/etc/plnode/supervisor.toml" {
+                f.path = path.clone();
+            }
+        }
+    }
     let mut binaries = BTreeMap::new();
     binaries.insert("init".to_string(), init.to_path_buf());
     let opts = mkimage::build::BuildOptions {
         spec,
-        spec_dir: workspace_root().join("config/examples"),
+        spec_dir: examples,
         binaries,
         mtime: mkimage::archive::Mtime(1_795_000_000),
         only: only.map(|names| names.iter().map(|n| n.to_string()).collect()),
@@ -247,9 +265,9 @@ impl Shared {
         .map_err(fail("writing the public key"))?;
         make_pki(&dir)?;
         let repo = new_repository(&shared.repo, &key)?;
-        build_packages(&shared.repo, &init, OS_VERSION, None)?;
+        build_packages(&shared.repo, &init, OS_VERSION, None, None)?;
         publish(&repo, &key, 365)?;
-        let url = format!("https://{HOST_FROM_GUEST}:8443");
+        let url = format!("https://{HOST_FROM_GUEST}:{CD_SERVER_PORT}");
         let trust = artifacts::CdTrust {
             release_key: shared.release_key.clone(),
             release_pub: shared.release_pub.clone(),
@@ -307,6 +325,15 @@ impl BootServer {
         let conn = self.open()?;
         let n = bootserver::registry::get_node(&conn, config::node::NodeId(node))?;
         Ok(serde_json::to_value(&n)?)
+    }
+
+    /// Failed authentications the server counted for `node`.
+    pub fn auth_failures(&self, node: u64) -> anyhow::Result<u64> {
+        let conn = self.open()?;
+        Ok(bootserver::registry::auth_failures(&conn, node)?
+            .iter()
+            .map(|f| f.count)
+            .sum())
     }
 
     /// The node's log, newest first, one line per event.
@@ -368,13 +395,35 @@ pub struct Boot {
 impl Lab {
     /// A new lab for scenario `name`; `Err(Unavailable)` means SKIP.
     pub fn new(name: &str) -> Result<Lab, ArtifactError> {
+        Lab::create(name, None)
+    }
+
+    /// A lab whose boot server listens on the CD's own port.
+    pub fn new_on_cd_port(name: &str) -> Result<Lab, ArtifactError> {
+        Lab::create(name, Some(CD_SERVER_PORT))
+    }
+
+    /// A lab for a test: `None` (after printing SKIP and why) where QEMU or
+    /// the tools are missing; panics on any other failure.
+    pub fn for_test(name: &str) -> Option<Lab> {
+        match Lab::new(name) {
+            Ok(l) => Some(l),
+            Err(ArtifactError::Unavailable(why)) => {
+                eprintln!("SKIP: {why}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn create(name: &str, port: Option<u16>) -> Result<Lab, ArtifactError> {
         let shared = Shared::get()?;
         let dir = target_dir()
             .join("qemu-runs")
             .join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(fail("creating the lab directory"))?;
-        let server = Lab::start_server(shared, &dir.join("server"))
+        let server = Lab::start_server(shared, &dir.join("server"), true, port)
             .map_err(|e| ArtifactError::Failed(format!("{e:#}")))?;
         Ok(Lab {
             shared,
@@ -383,12 +432,31 @@ impl Lab {
         })
     }
 
-    fn start_server(shared: &Shared, workdir: &Path) -> anyhow::Result<BootServer> {
-        let port = free_port()?;
+    /// Starts another boot server for this lab. With `site_pki` false it
+    /// makes its own CA, which the shared CD does not trust.
+    pub fn extra_server(&self, name: &str, site_pki: bool) -> anyhow::Result<BootServer> {
+        Lab::start_server(self.shared, &self.dir.join(name), site_pki, None)
+    }
+
+    fn start_server(
+        shared: &Shared,
+        workdir: &Path,
+        site_pki: bool,
+        port: Option<u16>,
+    ) -> anyhow::Result<BootServer> {
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let listen = format!("127.0.0.1:{port}");
         let url = format!("https://{HOST_FROM_GUEST}:{port}");
         let w = workdir.to_string_lossy().into_owned();
-        bootserver(&[
+        let (cert, key, ca) = (
+            shared.server_cert.to_string_lossy().into_owned(),
+            shared.server_key.to_string_lossy().into_owned(),
+            shared.ca_pem.to_string_lossy().into_owned(),
+        );
+        let mut init = vec![
             "init",
             &w,
             "--host",
@@ -401,13 +469,18 @@ impl Lab {
             &listen,
             "--url",
             &url,
-            "--cert",
-            &shared.server_cert.to_string_lossy(),
-            "--key",
-            &shared.server_key.to_string_lossy(),
-            "--ca",
-            &shared.ca_pem.to_string_lossy(),
-        ])?;
+        ];
+        if site_pki {
+            init.extend([
+                "--cert",
+                cert.as_str(),
+                "--key",
+                key.as_str(),
+                "--ca",
+                ca.as_str(),
+            ]);
+        }
+        bootserver(&init)?;
         // Scenarios want quick check-ins from the installed node.
         let cfg = workdir.join(config::server::FILE_NAME);
         let text = fs::read_to_string(&cfg)?;
@@ -515,6 +588,103 @@ impl Lab {
         Qemu::start(&cfg).map_err(|e| anyhow!("{e}"))
     }
 
+    /// The directory the boot server serves the repository from now.
+    pub fn served_repo(&self) -> anyhow::Result<PathBuf> {
+        fs::canonicalize(self.server.workdir.join("repo"))
+            .context("resolving the served repository")
+    }
+
+    /// This lab's working copy of the shared repository (made on first use),
+    /// where new versions are built and signed.
+    pub fn repo_copy(&self) -> anyhow::Result<PathBuf> {
+        let copy = self.dir.join("repo");
+        if !copy.exists() {
+            let out = Command::new("cp")
+                .arg("-a")
+                .arg(&self.shared.repo)
+                .arg(&copy)
+                .output()
+                .context("running cp")?;
+            if !out.status.success() {
+                bail!(
+                    "copying the repository: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(copy)
+    }
+
+    /// Builds `only` at `version` (with `supervisor_toml` as base's services
+    /// file, if given), signs a new repository version and has the boot
+    /// server publish it.
+    pub fn publish(
+        &self,
+        version: &str,
+        only: &[&str],
+        supervisor_toml: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let copy = self.repo_copy()?;
+        build_packages(
+            &copy,
+            &self.shared.init,
+            version,
+            Some(only),
+            supervisor_toml,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let repo = Repository::open(&copy)?;
+        let key = SecretKey::load(&self.shared.release_key)?;
+        publish(&repo, &key, 365).map_err(|e| anyhow!("{e}"))?;
+        self.server
+            .admin(&["repo", "publish", &copy.to_string_lossy()])
+    }
+
+    /// A raw disk image holding a FAT file system labelled `label` with
+    /// `files`, made with mtools.
+    pub fn fat_stick(
+        &self,
+        name: &str,
+        label: &str,
+        files: &[(&str, &[u8])],
+    ) -> anyhow::Result<Disk> {
+        let path = self.dir.join(format!("{name}.img"));
+        fs::File::create(&path)?.set_len(64 << 20)?;
+        let image = path.to_string_lossy().into_owned();
+        let run = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .with_context(|| format!("running {}", args[0]))?;
+            if !out.status.success() {
+                bail!(
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        run(&["mformat", "-i", &image, "-v", label, "-F", "::"])?;
+        for (file, bytes) in files {
+            let local = self.dir.join(format!("{name}-{}", file.replace('/', "_")));
+            fs::write(&local, bytes)?;
+            run(&[
+                "mcopy",
+                "-i",
+                &image,
+                &local.to_string_lossy(),
+                &format!("::{file}"),
+            ])?;
+        }
+        Ok(Disk {
+            path,
+            format: "raw",
+            bus: DiskBus::Usb,
+            snapshot: false,
+        })
+    }
+
     /// The server's view of a node and its log, for failure messages.
     pub fn diagnostics(&self, node: u64) -> String {
         format!(
@@ -563,8 +733,8 @@ impl<'a> Follow<'a> {
     /// Waits for `@step NAME ok…@`, failing at once on `@step NAME fail…@`.
     pub fn step_ok(&mut self, name: &str, secs: u64) -> anyhow::Result<String> {
         let escaped = regex::escape(name);
-        let line = self.expect(&format!(r"@step {escaped} (ok|fail)"), secs)?;
-        if line.contains(&format!("@step {name} fail")) {
+        let line = self.expect(&format!(r"@step {escaped} (ok|fail|skip)"), secs)?;
+        if !line.contains(&format!("@step {name} ok")) {
             bail!(
                 "step {name} failed: {line}\n{}\n{}",
                 self.qemu.tail(crate::qemu::TAIL_LINES),
@@ -573,4 +743,42 @@ impl<'a> Follow<'a> {
         }
         Ok(line)
     }
+}
+
+/// Whether two disk images hold the same data (`qemu-img compare`).
+pub fn same_disk_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let out = Command::new("qemu-img")
+        .arg("compare")
+        .arg("-q")
+        .arg(a)
+        .arg(b)
+        .output()
+        .context("running qemu-img compare")?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => bail!(
+            "qemu-img compare {} {}: {}",
+            a.display(),
+            b.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Flips every bit of the byte at `offset` of `path` (a tampered file).
+pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(&mut b)?;
+    b[0] ^= 0xff;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(&b)?;
+    Ok(())
 }

@@ -76,6 +76,7 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     assert_eq!(shown["boot_state"], "boot", "{shown:#}");
     assert_eq!(shown["report"]["run_level"], "boot", "{shown:#}");
     assert_eq!(shown["report"]["os_version"], OS_VERSION, "{shown:#}");
+    eprintln!("SKIP (part): a sliver assigned on the server running on the node: there is no node manager yet (slivers are a later issue)");
 
     // An orderly reboot, asked for through the server.
     lab.server

@@ -46,7 +46,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dir = tempfile::Builder::new().prefix("bootcd-figures-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("bootcd-figures-")
+        .tempdir()?;
     let init = match artifacts::build_init() {
         Ok(init) => init,
         Err(ArtifactError::Unavailable(reason)) => {
@@ -68,7 +70,11 @@ fn main() -> Result<()> {
         report.initrd_bytes as f64 / 1048576.0,
         report.modules
     );
-    println!("bootcd build: first {} , second {}", secs(first), secs(second));
+    println!(
+        "bootcd build: first {} , second {}",
+        secs(first),
+        secs(second)
+    );
 
     // grub-mkrescue on the same kernel and initramfs (no signing, no initramfs build).
     let stage = dir.path().join("rescue");
@@ -85,7 +91,11 @@ fn main() -> Result<()> {
     )?;
     let rescue_iso = dir.path().join("rescue.iso");
     let rescue = timed(|| {
-        run(Command::new("grub-mkrescue").arg("-o").arg(&rescue_iso).arg(&stage).env("SOURCE_DATE_EPOCH", "1795000000"))
+        run(Command::new("grub-mkrescue")
+            .arg("-o")
+            .arg(&rescue_iso)
+            .arg(&stage)
+            .env("SOURCE_DATE_EPOCH", "1795000000"))
     });
     match rescue {
         Ok((_, t)) => println!(
@@ -101,7 +111,10 @@ fn main() -> Result<()> {
     let node_toml = dir.path().join("node.toml");
     std::fs::write(
         &node_toml,
-        format!("[node]\nid = 9\nkey = \"{}\"\nhostname = \"n9\"\n\n[network]\nmethod = \"dhcp\"\n", "ab".repeat(32)),
+        format!(
+            "[node]\nid = 9\nkey = \"{}\"\nhostname = \"n9\"\n\n[network]\nmethod = \"dhcp\"\n",
+            "ab".repeat(32)
+        ),
     )?;
     let mut best_customize = Duration::MAX;
     let mut best_cp = Duration::MAX;
@@ -145,7 +158,10 @@ fn main() -> Result<()> {
             guest.kill();
         }
         let line: Vec<String> = times.iter().map(|t| secs(*t)).collect();
-        println!("QEMU start to init banner, {firmware:?} CD (TCG): {}", line.join(", "));
+        println!(
+            "QEMU start to init banner, {firmware:?} CD (TCG): {}",
+            line.join(", ")
+        );
     }
     Ok(())
 }

@@ -488,6 +488,25 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
             }
         }
     }
+    if opts.machine {
+        // The node's partition is also mounted where the CD left it (under
+        // /run) and holds / itself: leave its file system clean, so the
+        // next mount has no journal to replay.
+        let _ = nix::mount::umount2(
+            Path::new("/run/plnode/disk"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+        match nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        ) {
+            Ok(()) => unmounted.push("/ (read-only)".to_string()),
+            Err(e) => console::line(&format!("remounting / read-only: {e}")),
+        }
+    }
     nix::unistd::sync();
     console::step(
         "supervisor/shutdown",
