@@ -382,8 +382,9 @@ fn boot_installed(
     if let Some(found) = &boot.node {
         // Keep the disk's copy of the config current, for boots without the CD's.
         let on_disk = std::fs::read_to_string(disk.node_config_path()).unwrap_or_default();
-        if on_disk != found.text {
-            let _ = deploy::write_atomic(&disk.node_config_path(), found.text.as_bytes());
+        let text = found.disk_text();
+        if on_disk != text {
+            let _ = deploy::write_atomic(&disk.node_config_path(), text.as_bytes());
         }
     }
 
@@ -465,8 +466,12 @@ fn boot_installed(
                 attempts_left: left.saturating_sub(1),
             })?;
         }
+        let previous = disk
+            .link("previous")?
+            .map(|p| format!(" previous={p}"))
+            .unwrap_or_default();
         let detail = format!(
-            "deployment={} os={} check={}{}",
+            "deployment={} os={}{previous} check={}{}",
             record.id,
             record.os_version,
             if boot.cmdline.full_check {
@@ -643,7 +648,7 @@ fn sequence(boot: &mut Boot) -> Result<std::convert::Infallible, Stop> {
             let text = boot
                 .node
                 .as_ref()
-                .map(|f| f.text.clone())
+                .map(|f| f.disk_text())
                 .unwrap_or_default();
             let inputs = reinstall::Inputs {
                 repo_base,

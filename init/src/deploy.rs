@@ -148,6 +148,11 @@ impl Disk {
     pub fn trust_dir(&self) -> PathBuf {
         self.root.join("trust")
     }
+    /// What the running system writes (its /root and /var), kept apart
+    /// from the deployments.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
     pub fn log_dir(&self) -> PathBuf {
         self.root.join("log")
     }

@@ -102,6 +102,33 @@ pub fn switch_root(disk: &Disk, record: &DeploymentRecord, handover: &Handover) 
     }
 }
 
+/// Places in the root the running system writes to (staff keys in
+/// /root/.ssh, logs and scratch files under /var), with the directories
+/// each needs and their modes. They live on the node's partition under
+/// `state/`, bound over the deployment's own: the deployment stays exactly
+/// as installed (the CD checks it against its manifests at every boot), and
+/// what is written survives updates.
+const PERSISTENT: &[(&str, &[(&str, u32)])] = &[
+    ("root", &[("", 0o700)]),
+    ("var", &[("", 0o755), ("log", 0o755), ("tmp", 0o1777)]),
+];
+
+/// `state/DIR` on the partition, made with `subdirs` when missing.
+fn persistent_dir(disk: &Disk, dir: &str, subdirs: &[(&str, u32)]) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = disk.state_dir().join(dir);
+    for (sub, mode) in subdirs {
+        let path = state.join(sub);
+        if !path.is_dir() {
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
+        }
+    }
+    Ok(state)
+}
+
 fn try_switch_root(
     disk: &Disk,
     record: &DeploymentRecord,
@@ -126,6 +153,13 @@ fn try_switch_root(
     let target_modules = sysroot.join("lib/modules");
     if modules.is_dir() && target_modules.is_dir() {
         bind(&modules, &target_modules)?;
+    }
+    for (dir, subdirs) in PERSISTENT {
+        let target = sysroot.join(dir);
+        if target.is_dir() {
+            let state = persistent_dir(disk, dir, subdirs)?;
+            bind(&state, &target)?;
+        }
     }
     let partition = sysroot.join(PARTITION_MOUNT);
     if partition.is_dir() {

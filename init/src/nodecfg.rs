@@ -75,6 +75,19 @@ pub struct Found {
     pub warnings: Vec<String>,
 }
 
+impl Found {
+    /// The text for the installed disk's `node.toml`: as found when it is
+    /// TOML (comments kept), else (a PlanetLab `plnode.txt`) the same
+    /// config in TOML, which is what the installed system reads.
+    pub fn disk_text(&self) -> String {
+        if config::NodeConfig::from_toml(&self.text, Path::new("node.toml")).is_ok() {
+            self.text.clone()
+        } else {
+            self.config.to_toml()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the node config from {place} is not valid: {error}")]
 pub struct BadConfig {
@@ -273,6 +286,27 @@ mod tests {
                 file: f.to_string(),
             },
         }
+    }
+
+    #[test]
+    fn the_installed_disk_gets_toml_even_from_a_plnode_txt() {
+        let usb = tempfile::tempdir().unwrap();
+        let example = include_str!("../../config/examples/plnode.txt");
+        std::fs::write(usb.path().join("plnode.txt"), example).unwrap();
+        let found = discover_in(&Cmdline::default(), &[&stick(usb.path())])
+            .unwrap()
+            .unwrap();
+        let text = found.disk_text();
+        let read_back = config::NodeConfig::from_toml(&text, Path::new("node.toml")).unwrap();
+        assert_eq!(read_back, found.config);
+        // TOML as found is kept as it is, comments and all.
+        std::fs::remove_file(usb.path().join("plnode.txt")).unwrap();
+        let commented = format!("# site 12, rack 3\n{TOML}");
+        std::fs::write(usb.path().join("node.toml"), &commented).unwrap();
+        let found = discover_in(&Cmdline::default(), &[&stick(usb.path())])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.disk_text(), commented);
     }
 
     #[test]

@@ -427,6 +427,22 @@ impl Qemu {
         self.wait_for(&regex::escape(marker), timeout)
     }
 
+    /// Waits up to `timeout` for QEMU to exit by itself (the guest
+    /// rebooted or powered off: QEMU runs with `-no-reboot`); whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.poll();
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills QEMU and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use qemu_tests::powercut::PowerCuts;
 use qemu_tests::qemu::{Disk, Firmware};
 use qemu_tests::world::{flip_byte, same_disk_contents, Boot, Follow, Lab, CD_SERVER_PORT};
 use qemu_tests::ArtifactError;
@@ -358,6 +359,8 @@ fn a_clock_years_off_is_corrected_and_the_node_installs() {
     // Signed metadata has an expiry: this only passes with a right clock.
     f.step_ok("reinstall/metadata", 120).unwrap();
     f.step_ok("reinstall/commit", 600).unwrap();
+    // The install report goes out after the commit; the hand-over waits for it.
+    f.step_ok("boot/handover", 120).unwrap();
     drop(f);
     qemu.kill();
     let shown = lab.server.node(node.id).unwrap();
@@ -367,42 +370,13 @@ fn a_clock_years_off_is_corrected_and_the_node_installs() {
     );
 }
 
-/// A small, seedable random source for cut times (printed, so a failing
-/// trial can be replayed with PLNODE_POWER_CUT_SEED).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 #[test]
 fn power_cuts_during_an_install_always_end_in_a_working_os() {
     let Some(lab) = Lab::for_test("power-cut") else {
         return;
     };
-    let trials: u32 = std::env::var("PLNODE_POWER_CUT_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("PLNODE_POWER_CUT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!(
-        "power-cut trials: {trials}, seed {seed} (PLNODE_POWER_CUT_SEED={seed} replays them)"
-    );
-    let mut rng = Lcg(seed);
+    let mut cuts = PowerCuts::from_env("PLNODE_POWER_CUT_TRIALS", 5);
+    let (trials, seed) = (cuts.trials, cuts.seed);
     let node = lab.add_node("node-power", &[]).unwrap();
     let iso = lab.node_iso(&node).unwrap();
     let mut unbootable = 0;
@@ -417,7 +391,7 @@ fn power_cuts_during_an_install_always_end_in_a_working_os() {
         let mut f = Follow::new(&mut qemu, &lab, node.id);
         // The window where the disk is written: from partitioning to the commit.
         f.expect("@step reinstall/partition start", 400).unwrap();
-        let cut_after = Duration::from_millis(rng.next() % 9_000);
+        let cut_after = cuts.next_within(Duration::from_secs(9));
         std::thread::sleep(cut_after);
         drop(f);
         let tail = qemu.tail(3);

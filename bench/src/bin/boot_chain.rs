@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 
+use qemu_tests::powercut::PowerCuts;
 use qemu_tests::qemu::{Disk, Firmware, Qemu, QemuConfig};
 use qemu_tests::world::{Boot, Lab};
 
@@ -212,10 +213,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // boot that comes up.
     let node = lab.add_node("bench-power", &[])?;
     let iso = lab.node_iso(&node)?;
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(7);
+    // PLNODE_POWER_CUT_SEED replays a run.
+    let mut cuts = PowerCuts::new(args.trials);
     let mut unbootable = 0;
     let started = Instant::now();
     for trial in 1..=args.trials {
@@ -236,10 +235,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         };
         let mut q = boot(format!("cut{trial}"))?;
         seconds(&mut q, "@step reinstall/partition start", 400)?;
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis((seed >> 33) % 9_000));
+        std::thread::sleep(cuts.next_within(Duration::from_secs(9)));
         q.kill();
         let mut q = boot(format!("cut{trial}-after"))?;
         match seconds(&mut q, "@step supervisor/checkin ok", 600) {

@@ -372,18 +372,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                     if let Some(n) = node.as_mut() {
                         report_update(n, UpdateEvent::MarkedGood, h, None);
                     }
-                } else if started.elapsed() > deadline {
-                    let failed: Vec<String> = services
-                        .statuses()
-                        .into_iter()
-                        .filter(|s| s.required && s.state != services::State::Up)
-                        .map(|s| s.name)
-                        .collect();
-                    let reason = format!(
-                        "services not up within {} s: {}",
-                        deadline.as_secs(),
-                        failed.join(", ")
-                    );
+                } else if let Some(reason) = trial_failure(&services, started.elapsed(), deadline) {
                     console::step(
                         "supervisor/trial",
                         StepStatus::Fail,
@@ -471,7 +460,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
     nix::unistd::sync();
     console::detach_log_file();
     let mut unmounted = Vec::new();
-    for m in ["lib/modules", "plnode"] {
+    for m in ["root", "var", "lib/modules", "plnode"] {
         let target = opts.root.join(m);
         if pid1::is_mount_point(&target) {
             match nix::mount::umount2(&target, nix::mount::MntFlags::empty()) {
@@ -542,4 +531,41 @@ pub fn run_as_pid1() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Why a deployment on trial has failed it, if it has: a required service
+/// given up on (crash-looping: it will not come up by itself, so waiting
+/// out the deadline would only delay the rollback), or the deadline passed
+/// with required services not up.
+fn trial_failure(
+    services: &services::Services,
+    elapsed: Duration,
+    deadline: Duration,
+) -> Option<String> {
+    let statuses = services.statuses();
+    let given_up: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.required && matches!(s.state, services::State::Failed(_)))
+        .map(|s| s.name.clone())
+        .collect();
+    if !given_up.is_empty() {
+        return Some(format!(
+            "required services crash-looping after {} s: {}",
+            elapsed.as_secs(),
+            given_up.join(", ")
+        ));
+    }
+    if elapsed <= deadline {
+        return None;
+    }
+    let not_up: Vec<String> = statuses
+        .into_iter()
+        .filter(|s| s.required && s.state != services::State::Up)
+        .map(|s| s.name)
+        .collect();
+    Some(format!(
+        "services not up within {} s: {}",
+        deadline.as_secs(),
+        not_up.join(", ")
+    ))
 }
