@@ -782,3 +782,21 @@ pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
     f.write_all(&b)?;
     Ok(())
 }
+
+/// The shipped supervisor.toml (config/examples) with timings for tests
+/// and benchmarks, plus `extra`: the updater checks every 10 s (±50%)
+/// instead of every 15 minutes, a deployment on trial has 60 s to come up,
+/// and two quick exits mark a service failed.
+pub fn quick_update_services(extra: &str) -> String {
+    let shipped = include_str!("../../config/examples/supervisor.toml");
+    let mut text = shipped.to_string();
+    for (from, to) in [
+        (r#""--interval", "900""#, r#""--interval", "10""#),
+        ("health_deadline_secs = 120", "health_deadline_secs = 60"),
+        ("crash_restarts = 5", "crash_restarts = 2"),
+    ] {
+        assert!(text.contains(from), "supervisor.toml no longer has {from}");
+        text = text.replace(from, to);
+    }
+    text + extra
+}

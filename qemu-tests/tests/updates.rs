@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use qemu_tests::powercut::PowerCuts;
 use qemu_tests::qemu::{Disk, Firmware, Qemu};
-use qemu_tests::world::{Boot, Follow, Lab};
+use qemu_tests::world::{quick_update_services, Boot, Follow, Lab};
 
 /// The lab's first `base`: the shipped services with an updater that
 /// checks every 10 s (±50%) instead of every 15 minutes.
@@ -27,19 +27,8 @@ name = "broken"
 command = ["/bin/sh", "-c", "echo 'broken: this release cannot start its service'; exit 1"]
 "#;
 
-/// The shipped supervisor.toml with test timings, plus `extra`.
 fn services(extra: &str) -> String {
-    let shipped = include_str!("../../config/examples/supervisor.toml");
-    let mut text = shipped.to_string();
-    for (from, to) in [
-        (r#""--interval", "900""#, r#""--interval", "10""#),
-        ("health_deadline_secs = 120", "health_deadline_secs = 60"),
-        ("crash_restarts = 5", "crash_restarts = 2"),
-    ] {
-        assert!(text.contains(from), "supervisor.toml no longer has {from}");
-        text = text.replace(from, to);
-    }
-    text + extra
+    quick_update_services(extra)
 }
 
 fn bios(iso: &Path, disk: &Disk) -> Boot {

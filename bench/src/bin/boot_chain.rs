@@ -1,8 +1,10 @@
 //! Figures of the boot chain under QEMU/TCG, beside the bare boot of the
 //! same kernel with a trivial init: QEMU start to the init banner, to
 //! check-in, install time, hand-over, the installed node's first check-in,
-//! the second boot from disk; and power cuts during installs (how many
-//! left a node that did not come up).
+//! the second boot from disk; an update of `base` end to end (staging by
+//! the node's updater, the reboot, activation by the CD, the health check);
+//! and power cuts during installs (how many left a node that did not come
+//! up).
 //!
 //!     cargo run --release -p bench --bin boot_chain -- [--trials 20]
 
@@ -16,7 +18,7 @@ use clap::Parser;
 
 use qemu_tests::powercut::PowerCuts;
 use qemu_tests::qemu::{Disk, Firmware, Qemu, QemuConfig};
-use qemu_tests::world::{Boot, Lab};
+use qemu_tests::world::{quick_update_services, Boot, Lab};
 
 #[derive(Parser)]
 #[command(
@@ -164,6 +166,70 @@ fn chain(lab: &Lab, run: u32) -> anyhow::Result<ChainRun> {
     })
 }
 
+struct UpdateRun {
+    staging: f64,
+    stage_cost: String,
+    shutdown: f64,
+    handover: f64,
+    marked_good: f64,
+}
+
+/// A node with a quickly polling updater gets a new `base`: its staging,
+/// the reboot, the CD activating it, and its health check.
+fn update(lab: &Lab) -> anyhow::Result<UpdateRun> {
+    lab.publish("2026.11.2", &["base"], Some(&quick_update_services("")))?;
+    let node = lab.add_node("bench-update", &[])?;
+    let iso = lab.node_iso(&node)?;
+    let disk = lab.blank_disk("bench-update", 4)?;
+    let boot = |name: &str| {
+        lab.boot(
+            name,
+            Boot {
+                firmware: Firmware::Bios,
+                iso: iso.clone(),
+                disks: vec![disk.clone()],
+                rtc_base: None,
+                extra_args: vec![],
+            },
+        )
+    };
+    let mut q = boot("bench-update-install")?;
+    seconds(&mut q, "@step supervisor/healthy ok", 900)?;
+    seconds(&mut q, "@step update/check ok", 120)?;
+    lab.publish("2026.11.3", &["base"], Some(&quick_update_services("")))?;
+    let start = seconds(&mut q, "@step update/stage start", 120)?;
+    let line = q
+        .wait_for_marker("@step update/stage ", Duration::from_secs(300))
+        .map_err(|e| anyhow!("{e}"))?;
+    if !line.line.contains("update/stage ok") {
+        bail!("{}", line.line);
+    }
+    let stage_cost = line
+        .line
+        .rsplit_once('[')
+        .map(|(_, c)| format!("[{}", c.trim_end_matches('@')))
+        .unwrap_or_default();
+    let staged = line.elapsed.as_secs_f64();
+    let down = seconds(&mut q, "@step supervisor/shutdown ok", 120)?;
+    q.kill();
+    let mut q = boot("bench-update-activate")?;
+    let handover = seconds(&mut q, "@step boot/handover ok", 300)?;
+    let good = q
+        .wait_for_marker("@step supervisor/trial ", Duration::from_secs(300))
+        .map_err(|e| anyhow!("{e}"))?;
+    if !good.line.contains("marked good") {
+        bail!("{}", good.line);
+    }
+    q.kill();
+    Ok(UpdateRun {
+        staging: staged - start,
+        stage_cost,
+        shutdown: down - staged,
+        handover,
+        marked_good: good.elapsed.as_secs_f64(),
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -207,6 +273,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     println!("  boot-to-running-sliver: not measured (no node manager yet)");
+    std::io::stdout().flush().ok();
+
+    let u = update(&lab)?;
+    println!("update of `base` end to end (updater on the installed node, QEMU/TCG):");
+    println!(
+        "  staging (verify metadata, download, copy, extract):  {:6.1} s  {}",
+        u.staging, u.stage_cost
+    );
+    println!(
+        "  orderly shutdown after staging:                      {:6.1} s",
+        u.shutdown
+    );
+    println!(
+        "  QEMU start -> new deployment activated and handed over: {:6.1} s",
+        u.handover
+    );
+    println!(
+        "  QEMU start -> new deployment marked good:            {:6.1} s",
+        u.marked_good
+    );
+    println!(
+        "  total, staging start -> marked good:                 {:6.1} s",
+        u.staging + u.shutdown + u.marked_good
+    );
     std::io::stdout().flush().ok();
 
     // Power cuts at random moments of installs; each must be followed by a
