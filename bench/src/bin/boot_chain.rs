@@ -292,9 +292,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 /// The timing figures: the bare baseline, the chain, an update.
 fn figures(lab: &Lab, args: &Args) -> anyhow::Result<()> {
-    let bare_initrd = trivial_initramfs(lab.dir)?;
+    let bare_initrd = trivial_initramfs(&lab.dir)?;
     let bare: Vec<f64> = (0..args.runs)
-        .map(|_| bare_boot(lab.dir, &bare_initrd))
+        .map(|_| bare_boot(&lab.dir, &bare_initrd))
         .collect::<anyhow::Result<_>>()?;
     let runs: Vec<ChainRun> = (0..args.runs)
         .map(|r| chain(lab, r))
