@@ -28,7 +28,7 @@ use crate::nodecfg::{self, Found};
 use crate::reinstall::{self, DISK_MOUNT};
 use crate::report::Reporter;
 use crate::server::{ServerClient, ServerError};
-use crate::{clock, debug, disk, install, modprobe, net, pid1, proc};
+use crate::{clock, debug, disk, install, kexec, modprobe, net, pid1, proc};
 
 /// The CD's description of itself, in the signed initramfs.
 pub const CD_INFO: &str = "/etc/plnode/cd.toml";
@@ -490,14 +490,14 @@ fn boot_installed(
     let kernel_release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let installed_kernels =
-        handover::kernel_releases(&disk.deployment_path(&record.id).join("kernel"));
-    if !installed_kernels.is_empty() && !installed_kernels.contains(&kernel_release) {
-        tracing::warn!(
-            "the installed kernel ({}) differs from the CD's ({kernel_release}); this CD hands over with its own kernel",
-            installed_kernels.join(", ")
-        );
-    }
+    let kernel_dir = disk.deployment_path(&record.id).join("kernel");
+    let installed_kernels = handover::kernel_releases(&kernel_dir);
+    // The deployment's kernel, when it is not the one running: its modules
+    // cannot load into this one, so the hand-over goes through kexec.
+    let other_kernel = installed_kernels
+        .first()
+        .filter(|_| !installed_kernels.contains(&kernel_release))
+        .cloned();
     reporter.progress(
         "boot/handover",
         Some(100),
@@ -505,12 +505,12 @@ fn boot_installed(
     );
     // Let the reporter deliver what is queued before the world changes.
     std::thread::sleep(Duration::from_millis(300));
-    let note = Handover {
+    let mut note = Handover {
         deployment: record.id.to_string(),
         os_version: record.os_version.clone(),
         trial_boots_left: trial.map(|t| t.saturating_sub(1)),
         cd_version: boot.cd.cd_version.clone(),
-        kernel_release,
+        kernel_release: other_kernel.clone().unwrap_or(kernel_release.clone()),
         server_urls: server_urls(&boot.cd, boot.node.as_ref().map(|f| &f.config))
             .iter()
             .map(|u| u.to_string())
@@ -524,6 +524,85 @@ fn boot_installed(
             tracing::warn!("could not copy the CA for the installed system: {e:#}");
         }
     }
+    if let Some(release) = other_kernel {
+        let image = kernel_dir.join("vmlinuz");
+        let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let cmdline = kexec::next_cmdline(&current, record.id.as_str());
+        match kexec::load(&image, &kernel_dir, &release, &note, &cmdline) {
+            Ok(size) => {
+                console::step(
+                    "boot/handover",
+                    StepStatus::Ok,
+                    &format!(
+                        "kexec kernel={release} initramfs={size} deployment={} os={}",
+                        record.id, record.os_version
+                    ),
+                );
+                console::detach_log_file();
+                drop(mounted);
+                nix::unistd::sync();
+                let error = match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC) {
+                    Ok(never) => match never {},
+                    Err(e) => anyhow!("starting the loaded kernel: {e}"),
+                };
+                console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
+                return Err(Failure {
+                    step: "boot/handover",
+                    error,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{e:#}; handing over with the CD's kernel ({kernel_release}) instead: the deployment's modules ({release}) will not load"
+                );
+                note.kernel_release = kernel_release;
+            }
+        }
+    }
+    std::mem::forget(mounted); // the partition stays mounted for the installed system
+    let error = handover::switch_root(&disk, &record, &note);
+    console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
+    Err(Failure {
+        step: "boot/handover",
+        error,
+    })
+}
+
+/// In the deployment's own kernel, started by the CD with kexec: the
+/// deployment was chosen and checked before, so mount the disk and hand
+/// over to it. No network, no check-in: the installed system does those.
+fn continue_after_kexec(id: &str) -> Result<std::convert::Infallible, Failure> {
+    let fail = |error: anyhow::Error| {
+        console::step("boot/kexec", StepStatus::Fail, &format!("{error:#}"));
+        Failure {
+            step: "boot/kexec",
+            error,
+        }
+    };
+    console::step("boot/kexec", StepStatus::Start, id);
+    let note: Handover = std::fs::read(kexec::KEXEC_NOTE)
+        .with_context(|| format!("reading {}", kexec::KEXEC_NOTE))
+        .and_then(|b| {
+            serde_json::from_slice(&b).with_context(|| format!("parsing {}", kexec::KEXEC_NOTE))
+        })
+        .map_err(fail)?;
+    let (mounted, disk) = mount_installed().map_err(fail)?;
+    let current = disk.link("current").map_err(fail)?;
+    if note.deployment != id || current.as_ref().map(|c| c.as_str()) != Some(id) {
+        return Err(fail(anyhow!(
+            "asked to hand over to {id}, but the note names {} and the disk's current deployment is {}",
+            note.deployment,
+            current.map(|c| c.to_string()).unwrap_or_else(|| "none".into())
+        )));
+    }
+    let record = disk
+        .record(&deploy::DeploymentId::new(id).map_err(fail)?)
+        .map_err(fail)?;
+    console::step(
+        "boot/kexec",
+        StepStatus::Ok,
+        &format!("kernel={} deployment={id}", note.kernel_release),
+    );
     std::mem::forget(mounted); // the partition stays mounted for the installed system
     let error = handover::switch_root(&disk, &record, &note);
     console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
@@ -583,6 +662,10 @@ fn unregistered(boot: &Boot) -> Stop {
 
 fn sequence(boot: &mut Boot) -> Result<std::convert::Infallible, Stop> {
     step("modules", load_modules)?;
+    if let Some(id) = boot.cmdline.handover.clone() {
+        let Err(failure) = continue_after_kexec(&id);
+        return Err(failure.into());
+    }
     let found = match find_config(&boot.cmdline) {
         Ok(f) => f,
         Err(failure) => {

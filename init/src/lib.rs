@@ -19,6 +19,7 @@ pub mod disk;
 pub mod handover;
 pub mod hardware;
 pub mod install;
+pub mod kexec;
 pub mod modprobe;
 pub mod net;
 pub mod nodecfg;

@@ -142,11 +142,24 @@ pub fn build_packages(
     only: Option<&[&str]>,
     supervisor_toml: Option<&str>,
 ) -> Result<(), ArtifactError> {
+    build_packages_with(repo, init, version, only, supervisor_toml, |_| {})
+}
+
+/// [`build_packages`], with a last change to the spec.
+pub fn build_packages_with(
+    repo: &Path,
+    init: &Path,
+    version: &str,
+    only: Option<&[&str]>,
+    supervisor_toml: Option<&str>,
+    adjust: impl FnOnce(&mut mkimage::spec::ImageSpec),
+) -> Result<(), ArtifactError> {
     let examples = workspace_root().join("config/examples");
     let spec_path = examples.join("nodeos.toml");
     let mut spec =
         mkimage::spec::ImageSpec::load(&spec_path).map_err(fail("reading the image spec"))?;
     spec.version = version.to_string();
+    adjust(&mut spec);
     let scratch = tempfile::tempdir().map_err(fail("making a scratch directory"))?;
     if let (Some(text), Some(base)) = (supervisor_toml, spec.base.as_mut()) {
         let path = scratch.path().join("supervisor.toml");
@@ -640,6 +653,33 @@ impl Lab {
             .admin(&["repo", "publish", &copy.to_string_lossy()])
     }
 
+    /// Builds a `kernel` package at `version` from `kernel` (another
+    /// Debian kernel than the CD's), signs a new repository version and has
+    /// the boot server publish it.
+    pub fn publish_kernel(&self, version: &str, kernel: &OtherKernel) -> anyhow::Result<()> {
+        let copy = self.repo_copy()?;
+        build_packages_with(
+            &copy,
+            &self.shared.init,
+            version,
+            Some(&["kernel"]),
+            None,
+            |spec| {
+                if let Some(k) = spec.kernel.as_mut() {
+                    k.release = None;
+                    k.image = Some(kernel.image.clone());
+                    k.modules_dir = Some(kernel.modules_dir.clone());
+                }
+            },
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let repo = Repository::open(&copy)?;
+        let key = SecretKey::load(&self.shared.release_key)?;
+        publish(&repo, &key, 365).map_err(|e| anyhow!("{e}"))?;
+        self.server
+            .admin(&["repo", "publish", &copy.to_string_lossy()])
+    }
+
     /// A raw disk image holding a FAT file system labelled `label` with
     /// `files`, made with mtools.
     pub fn fat_stick(
@@ -799,4 +839,121 @@ pub fn quick_update_services(extra: &str) -> String {
         text = text.replace(from, to);
     }
     text + extra
+}
+
+/// A Debian kernel other than the CD's, unpacked from its package.
+#[derive(Debug, Clone)]
+pub struct OtherKernel {
+    pub release: String,
+    pub image: PathBuf,
+    pub modules_dir: PathBuf,
+}
+
+/// The newest `linux-image-6.1.0-N-amd64` Debian offers besides the CD's
+/// kernel (the newest in /boot), fetched with `apt-get download`, unpacked
+/// with `dpkg-deb` and indexed with `depmod`, once per target directory.
+/// `Err(Unavailable)` when apt cannot fetch one.
+pub fn other_kernel() -> Result<OtherKernel, ArtifactError> {
+    let dir = target_dir().join("qemu-world").join("other-kernel");
+    fs::create_dir_all(&dir).map_err(fail("creating the kernel cache"))?;
+    let _lock = DirLock::take(&dir.join(".lock"))?;
+    let ready = dir.join("ready");
+    if let Ok(release) = fs::read_to_string(&ready) {
+        let release = release.trim().to_string();
+        let root = dir.join("root");
+        return Ok(OtherKernel {
+            image: root.join(format!("boot/vmlinuz-{release}")),
+            modules_dir: root.join(format!("lib/modules/{release}")),
+            release,
+        });
+    }
+    let mut installed: Vec<String> = fs::read_dir("/boot")
+        .map_err(fail("reading /boot"))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_string)
+        })
+        .collect();
+    installed.sort();
+    let cd_release = installed.pop().unwrap_or_default();
+    let run = |cmd: &mut Command, what: &str| -> Result<String, ArtifactError> {
+        let out = cmd
+            .output()
+            .map_err(|e| ArtifactError::Unavailable(format!("{what}: {e}")))?;
+        if !out.status.success() {
+            return Err(ArtifactError::Unavailable(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let listed = run(
+        Command::new("apt-cache").args([
+            "search",
+            "--names-only",
+            r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        ]),
+        "apt-cache search for Debian kernels",
+    )?;
+    let abi = |name: &str| -> u32 {
+        name.trim_start_matches("linux-image-6.1.0-")
+            .trim_end_matches("-amd64")
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut candidates: Vec<String> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|p| p.trim_start_matches("linux-image-") != cd_release)
+        .map(str::to_string)
+        .collect();
+    candidates.sort_by_key(|p| std::cmp::Reverse(abi(p)));
+    let package = candidates.first().ok_or_else(|| {
+        ArtifactError::Unavailable(format!(
+            "apt offers no Debian 6.1 kernel besides {cd_release} (apt-get update?)"
+        ))
+    })?;
+    let release = package.trim_start_matches("linux-image-").to_string();
+    let _ = fs::remove_dir_all(dir.join("root"));
+    for e in fs::read_dir(&dir)
+        .map_err(fail("reading the kernel cache"))?
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "deb") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    run(
+        Command::new("apt-get")
+            .arg("download")
+            .arg(package)
+            .current_dir(&dir),
+        &format!("apt-get download {package}"),
+    )?;
+    let deb = fs::read_dir(&dir)
+        .map_err(fail("reading the kernel cache"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| ArtifactError::Failed(format!("apt-get download {package} left no .deb")))?;
+    let root = dir.join("root");
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+        "dpkg-deb -x",
+    )?;
+    run(
+        Command::new("depmod").arg("-b").arg(&root).arg(&release),
+        "depmod",
+    )?;
+    let _ = fs::remove_file(&deb);
+    fs::write(&ready, &release).map_err(fail("marking the kernel cache ready"))?;
+    Ok(OtherKernel {
+        image: root.join(format!("boot/vmlinuz-{release}")),
+        modules_dir: root.join(format!("lib/modules/{release}")),
+        release,
+    })
 }
