@@ -31,9 +31,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let _ = envelope
-            .decode::<Targets>()
-            .map(|t| t.targets.values().map(|i| i.unpacked_limit()).count());
+        if let Ok(t) = envelope.decode::<Targets>() {
+            for info in t.targets.values() {
+                let _ = info.unpacked_limit();
+            }
+        }
         let _ = envelope.decode::<Snapshot>();
         let _ = envelope.decode::<Timestamp>();
     }

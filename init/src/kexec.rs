@@ -83,7 +83,7 @@ impl<W: Write> Cpio<W> {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let path = e.path();
-            if skip.iter().any(|s| *s == path) {
+            if skip.contains(&path) {
                 continue;
             }
             let child = if name.is_empty() {

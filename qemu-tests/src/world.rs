@@ -637,38 +637,31 @@ impl Lab {
         only: &[&str],
         supervisor_toml: Option<&str>,
     ) -> anyhow::Result<()> {
-        let copy = self.repo_copy()?;
-        build_packages(
-            &copy,
-            &self.shared.init,
-            version,
-            Some(only),
-            supervisor_toml,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-        let repo = Repository::open(&copy)?;
-        let key = SecretKey::load(&self.shared.release_key)?;
-        publish(&repo, &key, 365).map_err(|e| anyhow!("{e}"))?;
-        self.server
-            .admin(&["repo", "publish", &copy.to_string_lossy()])
+        self.publish_release(version, only, supervisor_toml, None)
     }
 
-    /// Builds a `kernel` package at `version` from `kernel` (another
-    /// Debian kernel than the CD's), signs a new repository version and has
-    /// the boot server publish it.
-    pub fn publish_kernel(&self, version: &str, kernel: &OtherKernel) -> anyhow::Result<()> {
+    /// [`Lab::publish`], with the `kernel` package (when in `only`) made
+    /// from `kernel` instead of the CD's kernel; one repository version
+    /// carries every package built.
+    pub fn publish_release(
+        &self,
+        version: &str,
+        only: &[&str],
+        supervisor_toml: Option<&str>,
+        kernel: Option<&OtherKernel>,
+    ) -> anyhow::Result<()> {
         let copy = self.repo_copy()?;
         build_packages_with(
             &copy,
             &self.shared.init,
             version,
-            Some(&["kernel"]),
-            None,
+            Some(only),
+            supervisor_toml,
             |spec| {
-                if let Some(k) = spec.kernel.as_mut() {
+                if let (Some(k), Some(other)) = (spec.kernel.as_mut(), kernel) {
                     k.release = None;
-                    k.image = Some(kernel.image.clone());
-                    k.modules_dir = Some(kernel.modules_dir.clone());
+                    k.image = Some(other.image.clone());
+                    k.modules_dir = Some(other.modules_dir.clone());
                 }
             },
         )

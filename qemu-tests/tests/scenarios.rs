@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::powercut::PowerCuts;
 use qemu_tests::qemu::{Disk, Firmware};
-use qemu_tests::world::{
-    flip_byte, other_kernel, same_disk_contents, Boot, Follow, Lab, CD_SERVER_PORT,
-};
+use qemu_tests::world::{flip_byte, same_disk_contents, Boot, Follow, Lab, CD_SERVER_PORT};
 use qemu_tests::ArtifactError;
 
 fn bios(iso: &Path, disks: Vec<Disk>) -> Boot {
@@ -424,51 +422,4 @@ fn power_cuts_during_an_install_always_end_in_a_working_os() {
         unbootable, 0,
         "{unbootable} of {trials} power cuts left a node that did not come up (seed {seed})"
     );
-}
-
-/// Issue 5's hand-over when the installed kernel is not the CD's: the CD
-/// starts the deployment's own kernel with kexec, whose init (the CD's,
-/// with the deployment's modules) mounts the disk and hands over.
-#[test]
-fn a_deployment_with_another_kernel_is_started_by_kexec() {
-    let Some(lab) = Lab::for_test("kexec") else {
-        return;
-    };
-    let kernel = match other_kernel() {
-        Ok(k) => k,
-        Err(ArtifactError::Unavailable(why)) => {
-            eprintln!("SKIP: no second Debian kernel to install: {why}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
-    lab.publish_kernel("2026.11.2", &kernel).unwrap();
-    let node = lab.add_node("node-kexec", &[]).unwrap();
-    let iso = lab.node_iso(&node).unwrap();
-    let disk = lab.blank_disk("disk", 4).unwrap();
-    let mut qemu = lab.boot("boot", bios(&iso, vec![disk])).unwrap();
-    let mut f = Follow::new(&mut qemu, &lab, node.id);
-    let meta = f.step_ok("reinstall/metadata", 300).unwrap();
-    assert!(meta.contains("kernel=2026.11.2"), "{meta}");
-    let handover = f.step_ok("boot/handover", 900).unwrap();
-    assert!(
-        handover.contains(&format!("kexec kernel={}", kernel.release)),
-        "{handover}"
-    );
-    f.expect(
-        &regex::escape(&format!("Linux version {}", kernel.release)),
-        120,
-    )
-    .unwrap();
-    f.expect("@banner plnode-init", 120).unwrap();
-    let modules = f.step_ok("modules", 120).unwrap();
-    assert!(modules.contains("failed=0"), "{modules}");
-    let kexec = f.step_ok("boot/kexec", 120).unwrap();
-    assert!(kexec.contains(&kernel.release), "{kexec}");
-    f.step_ok("boot/handover", 60).unwrap();
-    f.step_ok("supervisor/checkin", 180).unwrap();
-    drop(f);
-    qemu.kill();
-    let shown = lab.server.node(node.id).unwrap();
-    assert_eq!(shown["report"]["run_level"], "boot", "{shown:#}");
 }
