@@ -884,49 +884,64 @@ pub fn other_kernel() -> Result<OtherKernel, ArtifactError> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let listed = run(
-        Command::new("apt-cache").args([
-            "search",
-            "--names-only",
-            r"^linux-image-6\.1\.0-[0-9]+-amd64$",
-        ]),
-        "apt-cache search for Debian kernels",
-    )?;
-    let abi = |name: &str| -> u32 {
-        name.trim_start_matches("linux-image-6.1.0-")
-            .trim_end_matches("-amd64")
-            .parse()
-            .unwrap_or(0)
-    };
-    let mut candidates: Vec<String> = listed
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|p| p.trim_start_matches("linux-image-") != cd_release)
-        .map(str::to_string)
-        .collect();
-    candidates.sort_by_key(|p| std::cmp::Reverse(abi(p)));
-    let package = candidates.first().ok_or_else(|| {
-        ArtifactError::Unavailable(format!(
-            "apt offers no Debian 6.1 kernel besides {cd_release} (apt-get update?)"
-        ))
-    })?;
-    let release = package.trim_start_matches("linux-image-").to_string();
-    let _ = fs::remove_dir_all(dir.join("root"));
-    for e in fs::read_dir(&dir)
-        .map_err(fail("reading the kernel cache"))?
-        .flatten()
-    {
-        if e.path().extension().is_some_and(|x| x == "deb") {
-            let _ = fs::remove_file(e.path());
+    let fetch = || -> Result<String, ArtifactError> {
+        let listed = run(
+            Command::new("apt-cache").args([
+                "search",
+                "--names-only",
+                r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+            ]),
+            "apt-cache search for Debian kernels",
+        )?;
+        let abi = |name: &str| -> u32 {
+            name.trim_start_matches("linux-image-6.1.0-")
+                .trim_end_matches("-amd64")
+                .parse()
+                .unwrap_or(0)
+        };
+        let mut candidates: Vec<String> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|p| p.trim_start_matches("linux-image-") != cd_release)
+            .map(str::to_string)
+            .collect();
+        candidates.sort_by_key(|p| std::cmp::Reverse(abi(p)));
+        let package = candidates.first().ok_or_else(|| {
+            ArtifactError::Unavailable(format!(
+                "apt offers no Debian 6.1 kernel besides {cd_release} (apt-get update?)"
+            ))
+        })?;
+        let release = package.trim_start_matches("linux-image-").to_string();
+        let _ = fs::remove_dir_all(dir.join("root"));
+        for e in fs::read_dir(&dir)
+            .map_err(fail("reading the kernel cache"))?
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "deb") {
+                let _ = fs::remove_file(e.path());
+            }
         }
-    }
-    run(
-        Command::new("apt-get")
-            .arg("download")
-            .arg(package)
-            .current_dir(&dir),
-        &format!("apt-get download {package}"),
-    )?;
+        run(
+            Command::new("apt-get")
+                .arg("download")
+                .arg(package)
+                .current_dir(&dir),
+            &format!("apt-get download {package}"),
+        )?;
+        Ok(release)
+    };
+    // Package lists may be missing or stale on a fresh machine: refresh
+    // them once and try again.
+    let release = match fetch() {
+        Ok(r) => r,
+        Err(_) => {
+            run(
+                Command::new("apt-get").args(["update", "-qq"]),
+                "apt-get update",
+            )?;
+            fetch()?
+        }
+    };
     let deb = fs::read_dir(&dir)
         .map_err(fail("reading the kernel cache"))?
         .flatten()
