@@ -947,7 +947,11 @@ pub fn other_kernel() -> Result<OtherKernel, ArtifactError> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| ArtifactError::Failed(format!("apt-get download {package} left no .deb")))?;
+        .ok_or_else(|| {
+            ArtifactError::Failed(format!(
+                "apt-get download of linux-image-{release} left no .deb"
+            ))
+        })?;
     let root = dir.join("root");
     run(
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
