@@ -45,13 +45,15 @@ fn main() {
 fn trivial_initramfs(dir: &Path) -> anyhow::Result<PathBuf> {
     let root = dir.join("bare-root");
     std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::create_dir_all(root.join("dev"))?;
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .context("copying /bin/busybox (apt-get install busybox-static)")?;
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).ok();
     let init = root.join("init");
     std::fs::write(
         &init,
-        "#!/bin/sh\n/bin/busybox echo BARE-INIT-UP > /dev/ttyS0\n/bin/busybox poweroff -f\n",
+        // Debian's kernel does not mount devtmpfs by itself.
+        "#!/bin/sh\n/bin/busybox mount -t devtmpfs devtmpfs /dev\n/bin/busybox echo BARE-INIT-UP > /dev/ttyS0\n/bin/busybox poweroff -f\n",
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
