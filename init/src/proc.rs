@@ -100,7 +100,21 @@ pub struct Child {
 }
 
 /// Starts `cmd`, registered with the reaper when one runs.
+///
+/// The child starts with no signals blocked: PID 1 blocks the signals it
+/// waits for, a blocked mask survives fork and exec, and std leaves it in
+/// place on musl, so without this a service could not be stopped with
+/// SIGTERM.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    // SAFETY: between fork and exec the closure only calls pthread_sigmask,
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
+    }
     if !REAPER.load(Ordering::SeqCst) {
         return Ok(Child {
             inner: cmd.spawn()?,
@@ -240,6 +254,32 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_start_with_no_signals_blocked_even_when_the_parent_blocks_them() {
+        // In a thread of its own, so the test harness's mask is untouched.
+        let mask = std::thread::spawn(|| {
+            let mut blocked = nix::sys::signal::SigSet::empty();
+            blocked.add(nix::sys::signal::Signal::SIGTERM);
+            blocked.add(nix::sys::signal::Signal::SIGHUP);
+            blocked.thread_block().unwrap();
+            let mut cmd = Command::new("grep");
+            cmd.args(["SigBlk", "/proc/self/status"])
+                .stdout(std::process::Stdio::piped());
+            let mut child = spawn(&mut cmd).unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut child.stdout().unwrap(), &mut text).unwrap();
+            child.wait().unwrap();
+            text
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            mask.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{mask}"
+        );
+    }
 
     #[test]
     fn run_captures_output_and_reports_failures_with_stderr() {

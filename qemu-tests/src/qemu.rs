@@ -91,6 +91,8 @@ pub struct QemuConfig {
     pub network: bool,
     /// `-rtc base=…` (`utc`, `localtime` or `2026-01-01T00:00:00`).
     pub rtc_base: Option<String>,
+    /// TCP ports of the host's 127.0.0.1 forwarded to the guest: (host, guest).
+    pub host_forwards: Vec<(u16, u16)>,
     pub extra_args: Vec<String>,
     /// Serial log, OVMF variables and blank disks go here.
     pub work_dir: PathBuf,
@@ -106,6 +108,7 @@ impl QemuConfig {
             blank_disk: None,
             network: true,
             rtc_base: None,
+            host_forwards: Vec::new(),
             extra_args: Vec::new(),
             work_dir: work_dir.into(),
         }
@@ -266,12 +269,13 @@ impl Qemu {
             }
         }
         if config.network {
-            cmd.args([
-                "-netdev",
-                "user,id=n0",
-                "-device",
-                "virtio-net-pci,netdev=n0",
-            ]);
+            let mut netdev = "user,id=n0".to_string();
+            for (host, guest) in &config.host_forwards {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            }
+            cmd.arg("-netdev")
+                .arg(netdev)
+                .args(["-device", "virtio-net-pci,netdev=n0"]);
         }
         if let Some(base) = &config.rtc_base {
             cmd.arg("-rtc").arg(format!("base={base}"));

@@ -391,7 +391,8 @@ pub struct Lab {
     pub server: BootServer,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A TCP port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -408,12 +409,18 @@ pub struct Boot {
 impl Lab {
     /// A new lab for scenario `name`; `Err(Unavailable)` means SKIP.
     pub fn new(name: &str) -> Result<Lab, ArtifactError> {
-        Lab::create(name, None)
+        Lab::create(name, None, &[])
+    }
+
+    /// A lab whose boot server hands these staff ssh keys (public key
+    /// lines) to its nodes, for root logins.
+    pub fn with_staff_keys(name: &str, keys: &[String]) -> Result<Lab, ArtifactError> {
+        Lab::create(name, None, keys)
     }
 
     /// A lab whose boot server listens on the CD's own port.
     pub fn new_on_cd_port(name: &str) -> Result<Lab, ArtifactError> {
-        Lab::create(name, Some(CD_SERVER_PORT))
+        Lab::create(name, Some(CD_SERVER_PORT), &[])
     }
 
     /// A lab for a test: `None` (after printing SKIP and why) where QEMU or
@@ -429,14 +436,14 @@ impl Lab {
         }
     }
 
-    fn create(name: &str, port: Option<u16>) -> Result<Lab, ArtifactError> {
+    fn create(name: &str, port: Option<u16>, staff_keys: &[String]) -> Result<Lab, ArtifactError> {
         let shared = Shared::get()?;
         let dir = target_dir()
             .join("qemu-runs")
             .join(format!("{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(fail("creating the lab directory"))?;
-        let server = Lab::start_server(shared, &dir.join("server"), true, port)
+        let server = Lab::start_server(shared, &dir.join("server"), true, port, staff_keys)
             .map_err(|e| ArtifactError::Failed(format!("{e:#}")))?;
         Ok(Lab {
             shared,
@@ -448,7 +455,7 @@ impl Lab {
     /// Starts another boot server for this lab. With `site_pki` false it
     /// makes its own CA, which the shared CD does not trust.
     pub fn extra_server(&self, name: &str, site_pki: bool) -> anyhow::Result<BootServer> {
-        Lab::start_server(self.shared, &self.dir.join(name), site_pki, None)
+        Lab::start_server(self.shared, &self.dir.join(name), site_pki, None, &[])
     }
 
     fn start_server(
@@ -456,6 +463,7 @@ impl Lab {
         workdir: &Path,
         site_pki: bool,
         port: Option<u16>,
+        staff_keys: &[String],
     ) -> anyhow::Result<BootServer> {
         let port = match port {
             Some(p) => p,
@@ -497,15 +505,21 @@ impl Lab {
         // Scenarios want quick check-ins from the installed node.
         let cfg = workdir.join(config::server::FILE_NAME);
         let text = fs::read_to_string(&cfg)?;
+        let mut nodes = "checkin_interval_secs = 5".to_string();
+        if !staff_keys.is_empty() {
+            let keys: Vec<String> = staff_keys
+                .iter()
+                .map(|k| toml::Value::String(k.trim().to_string()).to_string())
+                .collect();
+            nodes.push_str(&format!("\ndebug_ssh_keys = [{}]", keys.join(", ")));
+        }
         let setting = regex::Regex::new(r"(?m)^checkin_interval_secs\s*=.*$")?;
         let text = if setting.is_match(&text) {
-            setting
-                .replace(&text, "checkin_interval_secs = 5")
-                .into_owned()
+            setting.replace(&text, nodes.as_str()).into_owned()
         } else if text.contains("[nodes]") {
-            text.replace("[nodes]", "[nodes]\ncheckin_interval_secs = 5")
+            text.replace("[nodes]", &format!("[nodes]\n{nodes}"))
         } else {
-            format!("{text}\n[nodes]\ncheckin_interval_secs = 5\n")
+            format!("{text}\n[nodes]\n{nodes}\n")
         };
         fs::write(&cfg, text)?;
         // The first publish names the root the CDs carry.
@@ -590,6 +604,16 @@ impl Lab {
 
     /// Starts a guest.
     pub fn boot(&self, run_name: &str, boot: Boot) -> anyhow::Result<Qemu> {
+        self.boot_forwarding(run_name, boot, &[])
+    }
+
+    /// [`Lab::boot`] with host ports forwarded to the guest: (host, guest).
+    pub fn boot_forwarding(
+        &self,
+        run_name: &str,
+        boot: Boot,
+        forwards: &[(u16, u16)],
+    ) -> anyhow::Result<Qemu> {
         let work = self.dir.join(run_name);
         fs::create_dir_all(&work)?;
         let mut cfg = QemuConfig::new(boot.firmware, &work).cdrom(&boot.iso);
@@ -597,6 +621,7 @@ impl Lab {
             cfg = cfg.disk(d);
         }
         cfg.rtc_base = boot.rtc_base;
+        cfg.host_forwards = forwards.to_vec();
         cfg.extra_args = boot.extra_args;
         Qemu::start(&cfg).map_err(|e| anyhow!("{e}"))
     }

@@ -85,6 +85,11 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     f.expect("@step supervisor/shutdown ok Reboot", 120)
         .unwrap();
     drop(f);
+    let log = qemu.tail(10_000);
+    assert!(
+        log.contains("stopping sshd") && !log.contains("did not stop within"),
+        "every service stops on SIGTERM:\n{log}"
+    );
     qemu.kill();
 
     let mut qemu = lab

@@ -10,7 +10,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use qemu_tests::qemu::{Firmware, Qemu};
-use qemu_tests::world::{Boot, Lab, OS_VERSION};
+use qemu_tests::world::{free_port, Boot, Lab, OS_VERSION};
 use qemu_tests::ArtifactError;
 
 #[derive(Parser)]
@@ -75,7 +75,10 @@ fn say(what: &str) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     say("building the node OS packages, the signed repository and the signed boot CD (cached after the first run)");
-    let lab = match Lab::new("demo") {
+    let staff_key = staff_key()?;
+    let staff_pub = std::fs::read_to_string(staff_key.with_extension("pub"))
+        .context("reading the staff key's public half")?;
+    let lab = match Lab::with_staff_keys("demo", &[staff_pub.trim().to_string()]) {
         Ok(lab) => lab,
         Err(ArtifactError::Unavailable(why)) => {
             return Err(anyhow!(
@@ -116,7 +119,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     say(&format!(
         "booting QEMU ({firmware:?}, TCG) with a blank 4 GiB disk"
     ));
-    let mut qemu = lab.boot(
+    let ssh_port = free_port()?;
+    let mut qemu = lab.boot_forwarding(
         "node1",
         Boot {
             firmware,
@@ -125,6 +129,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             rtc_base: None,
             extra_args: vec![],
         },
+        &[(ssh_port, 22)],
     )?;
     let console_log = qemu.serial_log().to_path_buf();
     follow(&mut qemu, args.timeout).map_err(|e| anyhow!("{e}\n{}", lab.diagnostics(node.id)))?;
@@ -134,6 +139,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "the boot server shows node {}: boot state {}, run level {}, OS {}",
         node.id, shown["boot_state"], shown["report"]["run_level"], shown["report"]["os_version"]
     ));
+    let ssh = ssh_command(&staff_key, ssh_port);
+    say(&format!(
+        "logging in over ssh as staff (the boot server gave the node the key {})",
+        staff_key.with_extension("pub").display()
+    ));
+    let answer = ssh_login(&ssh)?;
+    eprintln!("    {}", answer.trim().replace('\n', "\n    "));
     eprintln!();
     eprintln!("Where to look:");
     eprintln!("  status page:   https://127.0.0.1:{}/status  (CA: {}; e.g. curl --cacert {} https://localhost:{}/status.json)", lab.server.port, shared.ca_pem.display(), shared.ca_pem.display(), lab.server.port);
@@ -148,7 +160,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         lab.server.workdir.display()
     );
     eprintln!("  OS version:    {OS_VERSION}");
-    eprintln!("  slivers:       not yet: the node manager (slivers) is a later piece of work; the node runs its services and checks in");
+    eprintln!(
+        "  ssh (staff):   {}{}",
+        ssh.join(" "),
+        if args.keep_running {
+            ""
+        } else {
+            "  (with --keep-running)"
+        }
+    );
+    eprintln!("  slivers:       not yet: the node manager (slivers, and ssh into them) is a later piece of work; the node runs its services and checks in");
     if args.keep_running {
         eprintln!();
         say("the node and the boot server keep running; Ctrl-C stops both");
@@ -165,6 +186,74 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     qemu.kill();
     Ok(())
+}
+
+/// The demo's staff ssh key (made once with ssh-keygen, kept with the
+/// shared build artefacts): the boot server hands its public half to the
+/// node, which lets it log in as root.
+fn staff_key() -> anyhow::Result<std::path::PathBuf> {
+    let dir = qemu_tests::artifacts::target_dir().join("qemu-world");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = dir.join("demo-staff-key");
+    if !key.with_extension("pub").exists() {
+        let _ = std::fs::remove_file(&key);
+        let status = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "plnode-demo-staff",
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .context("running ssh-keygen (apt-get install openssh-client)")?;
+        anyhow::ensure!(status.success(), "ssh-keygen failed");
+    }
+    Ok(key)
+}
+
+fn ssh_command(key: &std::path::Path, port: u16) -> Vec<String> {
+    [
+        "ssh",
+        "-i",
+        &key.display().to_string(),
+        "-p",
+        &port.to_string(),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "root@127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs a command on the node over ssh (a few tries: the keys arrive with
+/// the node's first check-in); its output.
+fn ssh_login(ssh: &[String]) -> anyhow::Result<String> {
+    let mut last = String::new();
+    for _ in 0..6 {
+        let out = std::process::Command::new(&ssh[0])
+            .args(&ssh[1..])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
+            .arg("echo \"logged in to $(hostname) as $(id -un)\"; grep PRETTY_NAME /etc/os-release; uptime")
+            .output()
+            .context("running ssh")?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    Err(anyhow!("ssh into the node failed: {last}"))
 }
 
 /// Shows each step as it passes, with the console's latest line below.
