@@ -391,6 +391,20 @@ pub struct Lab {
     pub server: BootServer,
 }
 
+/// `key = value` in the `[nodes]` section of a bootserver.toml's text,
+/// replacing the key's line when there is one.
+fn set_nodes_setting(text: &str, key: &str, value: &str) -> anyhow::Result<String> {
+    let line = format!("{key} = {value}");
+    let existing = regex::Regex::new(&format!(r"(?m)^{}\s*=.*$", regex::escape(key)))?;
+    Ok(if existing.is_match(text) {
+        existing.replace(text, regex::NoExpand(&line)).into_owned()
+    } else if text.contains("[nodes]") {
+        text.replacen("[nodes]", &format!("[nodes]\n{line}"), 1)
+    } else {
+        format!("{text}\n[nodes]\n{line}\n")
+    })
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on now.
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
@@ -505,22 +519,14 @@ impl Lab {
         // Scenarios want quick check-ins from the installed node.
         let cfg = workdir.join(config::server::FILE_NAME);
         let text = fs::read_to_string(&cfg)?;
-        let mut nodes = "checkin_interval_secs = 5".to_string();
+        let mut text = set_nodes_setting(&text, "checkin_interval_secs", "5")?;
         if !staff_keys.is_empty() {
             let keys: Vec<String> = staff_keys
                 .iter()
                 .map(|k| toml::Value::String(k.trim().to_string()).to_string())
                 .collect();
-            nodes.push_str(&format!("\ndebug_ssh_keys = [{}]", keys.join(", ")));
+            text = set_nodes_setting(&text, "debug_ssh_keys", &format!("[{}]", keys.join(", ")))?;
         }
-        let setting = regex::Regex::new(r"(?m)^checkin_interval_secs\s*=.*$")?;
-        let text = if setting.is_match(&text) {
-            setting.replace(&text, nodes.as_str()).into_owned()
-        } else if text.contains("[nodes]") {
-            text.replace("[nodes]", &format!("[nodes]\n{nodes}"))
-        } else {
-            format!("{text}\n[nodes]\n{nodes}\n")
-        };
         fs::write(&cfg, text)?;
         // The first publish names the root the CDs carry.
         let root = shared.repo.join("metadata/1.root.json");
