@@ -263,13 +263,16 @@ fn power_cuts_during_an_update_always_end_in_a_working_os() {
                 os == running || os == version,
                 "trial {trial}: booted {os}, expected {running} or {version}"
             );
-            f.step_ok("supervisor/healthy", 240).unwrap();
+            f.step_ok("supervisor/start", 120).unwrap();
             if os == version {
+                f.step_ok("supervisor/healthy", 240).unwrap();
                 f.step_ok("supervisor/trial", 120).unwrap();
                 eprintln!("trial {trial}: {version} running after {boots} boot(s)");
                 break;
             }
-            // Still the old release: the updater stages the new one again.
+            // Still the old release, running again: its updater stages the
+            // new one (resuming what the cut left) and reboots, possibly
+            // before every service has come up.
             f.step_ok("update/stage", 240).unwrap();
             wait_for_reboot(&mut f, 120);
         }
