@@ -559,8 +559,19 @@ fn boot_installed(
             }
         }
     }
-    std::mem::forget(mounted); // the partition stays mounted for the installed system
-    let error = handover::switch_root(&disk, &record, &note);
+    hand_over(mounted, &disk, &record, &note)
+}
+
+/// `switch_root` into `record`, leaving the partition mounted for the
+/// installed system; returns only on failure.
+fn hand_over(
+    mounted: Mounted,
+    disk: &Disk,
+    record: &deploy::DeploymentRecord,
+    note: &Handover,
+) -> Result<std::convert::Infallible, Failure> {
+    std::mem::forget(mounted);
+    let error = handover::switch_root(disk, record, note);
     console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
     Err(Failure {
         step: "boot/handover",
@@ -603,13 +614,7 @@ fn continue_after_kexec(id: &str) -> Result<std::convert::Infallible, Failure> {
         StepStatus::Ok,
         &format!("kernel={} deployment={id}", note.kernel_release),
     );
-    std::mem::forget(mounted); // the partition stays mounted for the installed system
-    let error = handover::switch_root(&disk, &record, &note);
-    console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
-    Err(Failure {
-        step: "boot/handover",
-        error,
-    })
+    hand_over(mounted, &disk, &record, &note)
 }
 
 fn installed_packages(record: &deploy::DeploymentRecord) -> Vec<InstalledPackage> {

@@ -39,6 +39,34 @@ pub struct Handover {
     pub clock_floor: config::Timestamp,
 }
 
+impl Handover {
+    /// The boot servers the installed system talks to: the node config's,
+    /// else (a config that names none, as PlanetLab's did) the CD's.
+    pub fn server_urls(
+        config: &config::NodeConfig,
+        handover: Option<&Handover>,
+    ) -> Vec<config::node::ServerUrl> {
+        if !config.server_urls.is_empty() {
+            return config.server_urls.clone();
+        }
+        handover
+            .map(|h| {
+                h.server_urls
+                    .iter()
+                    .filter_map(|u| u.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The newest time the CD could prove, or the epoch without a note.
+    pub fn clock_floor(handover: Option<&Handover>) -> std::time::SystemTime {
+        handover
+            .map(|h| h.clock_floor.to_system_time())
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+}
+
 fn bind(src: &Path, dst: &Path) -> anyhow::Result<()> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .with_context(|| format!("binding {} on {}", src.display(), dst.display()))

@@ -59,6 +59,27 @@ impl<W: Write> Cpio<W> {
         Ok(())
     }
 
+    /// Streams the file at `path` (`len` bytes) into the archive.
+    fn file(&mut self, name: &str, mode: u32, path: &Path, len: u64) -> anyhow::Result<()> {
+        self.next_ino += 1;
+        let size = u32::try_from(len).map_err(|_| anyhow!("{name}: too large for cpio"))?;
+        let mut source = File::open(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .take(len);
+        let mut w = cpio::newc::Builder::new(name)
+            .ino(self.next_ino)
+            .mode(mode)
+            .nlink(1)
+            .write(&mut self.out, size);
+        let copied = std::io::copy(&mut source, &mut w)
+            .with_context(|| format!("copying {} into the initramfs", path.display()))?;
+        anyhow::ensure!(copied == len, "{} shrank while being read", path.display());
+        w.finish()
+            .with_context(|| format!("writing {name} into the initramfs"))?;
+        self.bytes += len;
+        Ok(())
+    }
+
     fn char_device(&mut self, name: &str, mode: u32, major: u32, minor: u32) -> anyhow::Result<()> {
         self.next_ino += 1;
         cpio::newc::Builder::new(name)
@@ -105,11 +126,7 @@ impl<W: Write> Cpio<W> {
                     .with_context(|| format!("reading the link {}", path.display()))?;
                 self.entry(&child, S_IFLNK | 0o777, target.as_os_str().as_bytes())?;
             } else if kind.is_file() {
-                let mut data = Vec::with_capacity(meta.len() as usize);
-                File::open(&path)
-                    .and_then(|mut f| f.read_to_end(&mut data))
-                    .with_context(|| format!("reading {}", path.display()))?;
-                self.entry(&child, S_IFREG | perm, &data)?;
+                self.file(&child, S_IFREG | perm, &path, meta.len())?;
             }
             // Device nodes, FIFOs and sockets of the running root are not
             // needed: the new kernel's init mounts devtmpfs.

@@ -19,7 +19,7 @@ use config::api::{
     paths, BootState, CheckinRequest, CheckinResponse, HealthSummary, RunLevel, UpdateEvent,
     UpdateReport,
 };
-use config::node::{Addressing, NodeConfig, ServerUrl};
+use config::node::{Addressing, NodeConfig};
 use config::Timestamp;
 use nix::sys::signal::{SigSet, Signal};
 
@@ -160,19 +160,8 @@ fn connect(opts: &Options, handover: Option<&Handover>) -> anyhow::Result<Node> 
     let ca_path = opts.partition().join("trust/ca.pem");
     let ca = std::fs::read(&ca_path)
         .with_context(|| format!("reading the boot server CA {}", ca_path.display()))?;
-    let mut urls = config.server_urls.clone();
-    if urls.is_empty() {
-        if let Some(h) = handover {
-            urls = h
-                .server_urls
-                .iter()
-                .filter_map(|u| u.parse::<ServerUrl>().ok())
-                .collect();
-        }
-    }
-    let floor = handover
-        .map(|h| h.clock_floor.to_system_time())
-        .unwrap_or(std::time::UNIX_EPOCH);
+    let urls = Handover::server_urls(&config, handover);
+    let floor = Handover::clock_floor(handover);
     let server = ServerClient::new(
         &ca,
         urls,

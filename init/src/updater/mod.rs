@@ -264,20 +264,8 @@ impl Updater {
         let handover: Option<Handover> = std::fs::read(&options.handover)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let mut urls = config.server_urls.clone();
-        if urls.is_empty() {
-            if let Some(h) = &handover {
-                urls = h
-                    .server_urls
-                    .iter()
-                    .filter_map(|u| u.parse::<ServerUrl>().ok())
-                    .collect();
-            }
-        }
-        let floor = handover
-            .as_ref()
-            .map(|h| h.clock_floor.to_system_time())
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let urls = Handover::server_urls(&config, handover.as_ref());
+        let floor = Handover::clock_floor(handover.as_ref());
         let server = ServerClient::new(
             &ca,
             urls.clone(),
