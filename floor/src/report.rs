@@ -1,0 +1,90 @@
+//! Errors for people: one line, every cause once.
+//!
+//! Library errors keep their sources (`#[source]`), and many also spell the
+//! source in their own message, so walking the chain naively prints a cause
+//! twice (`n.toml: No such file (os error 2): No such file (os error 2)`).
+//! [`one_line`] prints each cause that is not already part of what came
+//! before it.
+
+use std::error::Error;
+
+/// Joins an error chain (outermost first) into `a: b: c`, leaving out each
+/// cause whose text the line already holds.
+pub fn one_line<'a, I>(chain: I) -> String
+where
+    I: IntoIterator<Item = &'a (dyn Error + 'static)>,
+{
+    let mut line = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// [`one_line`] for an error and its `source()` chain.
+pub fn error_line(error: &(dyn Error + 'static)) -> String {
+    one_line(std::iter::successors(Some(error), |e: &&(dyn Error + 'static)| (*e).source()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Layer {
+        text: String,
+        source: Option<Box<dyn Error + 'static>>,
+    }
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.text)
+        }
+    }
+
+    impl Error for Layer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.source.as_deref()
+        }
+    }
+
+    fn chain(texts: &[&str]) -> Layer {
+        let (first, rest) = texts.split_first().expect("at least one layer");
+        Layer {
+            text: first.to_string(),
+            source: (!rest.is_empty()).then(|| Box::new(chain(rest)) as Box<dyn Error>),
+        }
+    }
+
+    #[test]
+    fn causes_already_spelled_are_not_repeated() {
+        let e = chain(&[
+            "nospec.toml: No such file or directory (os error 2)",
+            "No such file or directory (os error 2)",
+        ]);
+        assert_eq!(error_line(&e), "nospec.toml: No such file or directory (os error 2)");
+        let e = chain(&[
+            "n.toml:2:6: node.id: invalid type",
+            "n.toml:2:6: node.id: invalid type",
+        ]);
+        assert_eq!(error_line(&e), "n.toml:2:6: node.id: invalid type");
+    }
+
+    #[test]
+    fn distinct_causes_are_joined_in_order() {
+        let e = chain(&["building the CD", "writing out.iso", "No space left on device"]);
+        assert_eq!(
+            error_line(&e),
+            "building the CD: writing out.iso: No space left on device"
+        );
+    }
+}
