@@ -10,7 +10,7 @@ use config::node::ServerUrl;
 use config::Timestamp;
 use mkimage::archive::Mtime;
 use mkimage::kernel::{Kernel, KernelError};
-use mkimage::kmod::{ModuleError, ModuleIndex, NODE_MODULES};
+use mkimage::kmod::{load_index, ModuleError, ModuleSet, NODE_MODULES};
 use pkgsign::keys::KeyError;
 use pkgsign::metadata::{RoleType, Root};
 use pkgsign::SecretKey;
@@ -218,13 +218,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, BuildError> {
         .transpose()?;
     initramfs::check_init(&opts.init)?;
     let kernel = find_kernel(&opts.kernel)?;
-    let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let index = load_index(&kernel.modules_dir)?;
     let wanted: Vec<&str> = NODE_MODULES
         .iter()
         .copied()
         .chain(opts.extra_modules.iter().map(String::as_str))
         .collect();
-    let module_set = index.resolve(&wanted)?;
+    let module_set = ModuleSet::resolve(&index, &wanted)?;
     let loaders = BootLoaders::debian()?;
 
     let cd_info = CdInfo {

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use bootcd::iso9660::IsoImage;
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Repository, RoleSpec};
 use pkgsign::SecretKey;
 use sha2::{Digest, Sha256};
@@ -88,7 +88,7 @@ fn fixture() -> Option<&'static Fixture> {
             .into_iter()
             .map(|r| (r, spec.clone()))
             .collect();
-        let expires = UtcTime::now().plus(std::time::Duration::from_secs(86_400 * 365));
+        let expires = floor::Timestamp::now().plus(std::time::Duration::from_secs(86_400 * 365));
         Repository::init(&dir.join("repo"), &roles, expires, &[secret]).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

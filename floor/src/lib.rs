@@ -10,6 +10,9 @@
 //!   old or the new content ([`durable::write_atomic`]), directory syncs that
 //!   report failure, and clean-up of temporary files a crash left behind.
 //!
+//! - [`kmod`]: the kernel's module index (`modules.dep`, `.alias`, `.softdep`,
+//!   `.builtin`), parsed one way for the image builder and the node's modprobe.
+//!
 //! This crate has no knowledge of the project's formats; it depends on
 //! nothing of ours, so `config`, `pkgsign` and everything above can use it
 //! without reaching across the architecture.
@@ -17,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod durable;
+pub mod kmod;
 pub mod report;
 pub mod time;
 

@@ -35,8 +35,15 @@ fuzz_target!(|data: &[u8]| {
                 parts.next().unwrap_or(""),
                 parts.next().unwrap_or(""),
             );
-            let index =
-                modprobe::ModuleIndex::parse(Path::new("/lib/modules/fuzz"), dep, alias, softdep);
+            let index = modprobe::ModuleIndex::parse(
+                Path::new("/lib/modules/fuzz"),
+                floor::kmod::IndexTexts {
+                    dep: dep.into(),
+                    alias: alias.into(),
+                    softdep: softdep.into(),
+                    ..Default::default()
+                },
+            );
             for line in dep.lines().take(8) {
                 if let Some((name, _)) = line.split_once(':') {
                     let _ = index.load_order(name);

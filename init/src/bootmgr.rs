@@ -384,7 +384,7 @@ fn boot_installed(
         let on_disk = std::fs::read_to_string(disk.node_config_path()).unwrap_or_default();
         let text = found.disk_text();
         if on_disk != text {
-            let _ = deploy::write_atomic(&disk.node_config_path(), text.as_bytes());
+            let _ = floor::durable::write_atomic(&disk.node_config_path(), text.as_bytes());
         }
     }
 
@@ -520,7 +520,7 @@ fn boot_installed(
     // The installed system talks to the server with the CD's CA; refresh
     // its copy on every boot (the CD is the root of trust).
     if let Ok(ca) = std::fs::read(CD_CA) {
-        if let Err(e) = deploy::write_atomic(&disk.trust_dir().join("ca.pem"), &ca) {
+        if let Err(e) = floor::durable::write_atomic(&disk.trust_dir().join("ca.pem"), &ca) {
             tracing::warn!("could not copy the CA for the installed system: {e:#}");
         }
     }

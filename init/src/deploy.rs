@@ -8,11 +8,11 @@
 //! rollback; `staged` is where the updater leaves a new deployment for the
 //! CD to activate; `bootcount.json` marks a deployment on trial.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
+use floor::durable::{sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use config::Timestamp;
@@ -107,34 +107,6 @@ pub struct Disk {
     pub root: PathBuf,
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old or the new file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-    }
-    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    sync_dir(dir)
-}
-
-pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
-}
-
 impl Disk {
     pub fn new(root: &Path) -> Disk {
         Disk {
@@ -168,7 +140,7 @@ impl Disk {
         for d in [self.deployments_dir(), self.trust_dir(), self.log_dir()] {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        sync_dir(&self.root)
+        Ok(sync_dir(&self.root)?)
     }
 
     /// Reads a pointer (`current`, `previous`, `staged`); `None` if absent.
@@ -194,13 +166,13 @@ impl Disk {
             .with_context(|| format!("creating {}", tmp.display()))?;
         fs::rename(&tmp, self.root.join(name))
             .with_context(|| format!("switching {name} to {id}"))?;
-        sync_dir(&self.root)
+        Ok(sync_dir(&self.root)?)
     }
 
     /// Removes pointer `name` (no error if absent).
     pub fn clear_link(&self, name: &str) -> anyhow::Result<()> {
         match fs::remove_file(self.root.join(name)) {
-            Ok(()) => sync_dir(&self.root),
+            Ok(()) => Ok(sync_dir(&self.root)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {name}")),
         }
@@ -235,15 +207,15 @@ impl Disk {
     }
 
     pub fn set_bootcount(&self, count: &BootCount) -> anyhow::Result<()> {
-        write_atomic(
+        Ok(write_atomic(
             &self.root.join("bootcount.json"),
             &serde_json::to_vec_pretty(count)?,
-        )
+        )?)
     }
 
     pub fn clear_bootcount(&self) -> anyhow::Result<()> {
         match fs::remove_file(self.root.join("bootcount.json")) {
-            Ok(()) => sync_dir(&self.root),
+            Ok(()) => Ok(sync_dir(&self.root)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).context("removing bootcount.json"),
         }
@@ -257,10 +229,10 @@ impl Disk {
         let mut list = self.denylist()?;
         list.retain(|d| d.deployment != entry.deployment);
         list.push(entry);
-        write_atomic(
+        Ok(write_atomic(
             &self.root.join("denylist.json"),
             &serde_json::to_vec_pretty(&list)?,
-        )
+        )?)
     }
 
     /// Deletes deployments that no pointer names (and leftover staging dirs).

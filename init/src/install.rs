@@ -14,9 +14,10 @@ use pkgsign::{VerifiedPackage, VerifiedRepo};
 use sha2::{Digest, Sha256};
 
 use config::Timestamp;
+use floor::durable::{sync_dir, write_atomic};
 
 use crate::deploy::{
-    sync_dir, write_atomic, DeployedPackage, DeploymentId, DeploymentRecord, Disk,
+    DeployedPackage, DeploymentId, DeploymentRecord, Disk,
 };
 
 /// The packages of a node OS and the directory each goes to.

@@ -201,7 +201,7 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
         node_disk.create_layout()?;
         let _ = crate::console::attach_log_file(&node_disk.log_dir().join("install.log"));
         copy_dir_files(Path::new(RAM_TRUST), &node_disk.trust_dir())?;
-        crate::deploy::write_atomic(
+        floor::durable::write_atomic(
             &node_disk.node_config_path(),
             inputs.node_config_text.as_bytes(),
         )?;

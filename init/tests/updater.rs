@@ -21,7 +21,7 @@ use clap::Parser as _;
 use init::deploy::{Denied, DeploymentId, Disk};
 use init::updater::{Options, Outcome, Schedule, UpdateError, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy};
-use pkgsign::metadata::{sign_document, MetaInfo, RoleType, Snapshot, Timestamp, UtcTime};
+use pkgsign::metadata::{sign_document, MetaInfo, RoleType, Snapshot, Timestamp};
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::{SecretKey, Verifier};
 
@@ -196,7 +196,7 @@ struct World {
 }
 
 fn expiring_in(secs: i64) -> Expiries {
-    let t = UtcTime::from_unix(UtcTime::now().unix() + secs);
+    let t = floor::Timestamp::from_unix(floor::Timestamp::now().unix() + secs);
     Expiries {
         targets: t,
         snapshot: t,
@@ -256,7 +256,7 @@ impl World {
         let repo = Repository::init(
             &repo_dir,
             &roles,
-            UtcTime::from_unix(UtcTime::now().unix() + 365 * 86_400),
+            floor::Timestamp::from_unix(floor::Timestamp::now().unix() + 365 * 86_400),
             &keys,
         )
         .unwrap();

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::busybox::{self, BusyboxError};
 use crate::elf::{self, ElfError};
 use crate::kernel::Kernel;
-use crate::kmod::{ModuleError, ModuleIndex, NODE_MODULES};
+use crate::kmod::{load_index, ModuleError, ModuleSet, NODE_MODULES};
 use crate::spec::{BaseSpec, SliverFlavour, SliverRefSpec, SshServer};
 use crate::tree::{ImageTree, TreeError};
 
@@ -72,26 +72,26 @@ pub fn kernel_package(
     let mut tree = ImageTree::new();
     tree.host_file_mode("vmlinuz", &kernel.image, 0o644)?;
     let modules_prefix = format!("lib/modules/{}", kernel.release);
-    let index = ModuleIndex::load(&kernel.modules_dir)?;
+    let index = load_index(&kernel.modules_dir)?;
     let count = if trim {
         let wanted: Vec<&str> = NODE_MODULES
             .iter()
             .copied()
             .chain(extra_modules.iter().map(String::as_str))
             .collect();
-        let set = index.resolve(&wanted)?;
+        let set = ModuleSet::resolve(&index, &wanted)?;
         set.add_to_tree(&index, &mut tree, "")?;
         set.len()
     } else {
         if !extra_modules.is_empty() {
             // Still check they exist: a typo should not pass silently.
-            index.resolve(extra_modules)?;
+            ModuleSet::resolve(&index, extra_modules)?;
         }
         tree.import_dir(&modules_prefix, &kernel.modules_dir, false)?;
         // Links into kernel headers point outside the package.
         tree.remove(&format!("{modules_prefix}/build"));
         tree.remove(&format!("{modules_prefix}/source"));
-        index.all().len()
+        ModuleSet::all(&index).len()
     };
     Ok(PackageTree {
         name: "kernel",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pkgsign::install::{extract_tar, ExtractPolicy, Manifest};
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Repository, RoleSpec};
 use pkgsign::SecretKey;
 
@@ -208,7 +208,7 @@ fn packages_are_reproducible_and_go_into_a_repository() {
         .map(|r| (r, spec_keys.clone()))
         .collect();
     let repo_dir = dir.join("repo");
-    let expires = UtcTime::now().plus(std::time::Duration::from_secs(86_400));
+    let expires = floor::Timestamp::now().plus(std::time::Duration::from_secs(86_400));
     Repository::init(&repo_dir, &roles, expires, &[key]).unwrap();
     let out = mkimage(&[
         "build",

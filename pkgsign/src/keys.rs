@@ -6,8 +6,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -318,36 +316,13 @@ pub fn public_key_path(secret_path: &Path) -> PathBuf {
 }
 
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = crate::fsutil::temp_path_in(&dir, ".key");
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::hard_link(&tmp, path)
-    })();
-    let _ = fs::remove_file(&tmp);
-    match result {
-        Ok(()) => {
-            crate::fsutil::sync_dir(&dir).map_err(io_err)?;
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(KeyError::Exists { path: path.into() })
-        }
-        Err(e) => Err(io_err(e)),
-    }
+    floor::durable::write_new(path, contents, mode).map_err(|e| match e.op {
+        floor::durable::Op::Exists => KeyError::Exists { path: path.into() },
+        _ => KeyError::Io {
+            path: path.into(),
+            source: e.into(),
+        },
+    })
 }
 
 #[cfg(test)]

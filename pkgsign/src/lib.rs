@@ -10,7 +10,8 @@
 //! - [`metadata`]: the roles ([`metadata::Root`], [`metadata::Targets`],
 //!   [`metadata::Snapshot`], [`metadata::Timestamp`]), [`metadata::TargetInfo`],
 //!   the envelope ([`metadata::Envelope`], [`metadata::sign_document`]),
-//!   [`metadata::UtcTime`] and [`metadata::parse_expiry`] (`30d`, `12h`, RFC 3339).
+//!   and [`metadata::parse_expiry`] (`30d`, `12h`, RFC 3339) giving a
+//!   [`floor::Timestamp`].
 //! - [`repo`] (staff side): [`repo::Repository`] `init`, `add_package`,
 //!   `publish`, `refresh_timestamp`, `rotate_root`, `show`.
 //! - [`fetch`]: the [`fetch::Fetcher`] trait with [`fetch::DirFetcher`] and
@@ -31,7 +32,6 @@
 pub mod canonical;
 pub mod detached;
 pub mod fetch;
-mod fsutil;
 pub mod install;
 pub mod keys;
 pub mod metadata;
@@ -40,5 +40,5 @@ pub mod repo;
 pub mod verify;
 
 pub use keys::{KeyId, PublicKey, SecretKey};
-pub use metadata::{RoleType, TargetInfo, UtcTime};
+pub use metadata::{RoleType, TargetInfo};
 pub use verify::{VerifiedPackage, VerifiedRepo, Verifier};

@@ -14,7 +14,8 @@ use pkgsign::detached;
 use pkgsign::fetch::{DirFetcher, DownloadPolicy, Fetcher, HttpFetcher};
 use pkgsign::install::{self, InstallOptions, Manifest, Progress};
 use pkgsign::keys::{self, PublicKey, SecretKey};
-use pkgsign::metadata::{self, parse_expiry, Envelope, RoleType, UtcTime};
+use floor::Timestamp as Time;
+use pkgsign::metadata::{self, parse_expiry, Envelope, RoleType};
 use pkgsign::net::{build_client, ClientOptions};
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::verify::{VerifiedRepo, Verifier};
@@ -307,8 +308,8 @@ fn load_secret_keys(paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
         .collect()
 }
 
-fn expiry(text: &str) -> Result<UtcTime> {
-    parse_expiry(text, UtcTime::now()).with_context(|| "--expires".to_string())
+fn expiry(text: &str) -> Result<Time> {
+    parse_expiry(text, Time::now()).with_context(|| "--expires".to_string())
 }
 
 fn main() -> ExitCode {
@@ -603,7 +604,7 @@ fn run_repo(cmd: RepoCommand) -> Result<()> {
             let keys = load_secret_keys(&keys)?;
             let expires = expiry(&expires)?;
             let timestamp = match timestamp_expires {
-                Some(text) => parse_expiry(&text, UtcTime::now()).context("--timestamp-expires")?,
+                Some(text) => parse_expiry(&text, Time::now()).context("--timestamp-expires")?,
                 None => expires,
             };
             let published = repository.publish(
@@ -719,7 +720,7 @@ fn inspect(file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn describe<T: metadata::Role>(envelope: &Envelope) -> Result<(u64, UtcTime)> {
+fn describe<T: metadata::Role>(envelope: &Envelope) -> Result<(u64, Time)> {
     let doc: T = envelope.decode()?;
     Ok((doc.version(), doc.expires()))
 }

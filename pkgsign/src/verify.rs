@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::fetch::{fetch_to_vec, FetchError, Fetcher};
-use crate::fsutil;
 use crate::metadata::{
     Envelope, MetaInfo, MetadataError, Role, RoleType, Root, Sha256Digest, Snapshot, TargetInfo,
-    Targets, Timestamp, UtcTime,
+    Targets, Timestamp,
 };
 
 /// Size limits on fetched documents.
@@ -66,8 +65,8 @@ pub enum VerifyError {
     #[error("{role} metadata expired at {expires} (now {now})")]
     Expired {
         role: RoleType,
-        expires: UtcTime,
-        now: UtcTime,
+        expires: floor::Timestamp,
+        now: floor::Timestamp,
     },
     #[error("{what}: length {found} differs from the signed {expected}")]
     WrongLength {
@@ -102,7 +101,7 @@ pub struct VerifiedRepo {
     pub targets_version: u64,
     /// SHA-256 of the targets document (names this set of packages).
     pub targets_sha256: Sha256Digest,
-    pub targets_expires: UtcTime,
+    pub targets_expires: floor::Timestamp,
     pub targets: BTreeMap<String, TargetInfo>,
 }
 
@@ -196,9 +195,9 @@ fn load_trusted<T: Role>(
     root: &Root,
 ) -> Result<Option<Trusted<T>>, VerifyError> {
     let path = dir.join(file);
-    let bytes = fsutil::read_if_exists(&path).map_err(|source| VerifyError::State {
+    let bytes = floor::durable::read_if_exists(&path).map_err(|e| VerifyError::State {
         path: path.clone(),
-        source,
+        source: e.into(),
     })?;
     let Some(bytes) = bytes else { return Ok(None) };
     // A document that no longer verifies (keys rotated, file damaged) is
@@ -228,9 +227,9 @@ impl Verifier {
     ) -> Result<Verifier, VerifyError> {
         let initial = self_signed_root(initial_root).map_err(VerifyError::InitialRoot)?;
         let root_path = state_dir.join(ROOT_FILE);
-        let stored = fsutil::read_if_exists(&root_path).map_err(|source| VerifyError::State {
+        let stored = floor::durable::read_if_exists(&root_path).map_err(|e| VerifyError::State {
             path: root_path.clone(),
-            source,
+            source: e.into(),
         })?;
         let root = match stored {
             Some(bytes) => {
@@ -294,7 +293,7 @@ impl Verifier {
 
     /// Fetches and verifies new metadata; changes nothing.
     pub fn check(&self, fetcher: &dyn Fetcher, now: SystemTime) -> Result<Update, VerifyError> {
-        let now = UtcTime::from_system(now);
+        let now = floor::Timestamp::from(now);
         let (new_roots, root) = self.walk_roots(fetcher)?;
         if root.expires <= now {
             return Err(VerifyError::Expired {
@@ -357,7 +356,7 @@ impl Verifier {
         fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
         let write = |file: &str, bytes: &[u8]| {
             let path = dir.join(file);
-            fsutil::atomic_write(&path, bytes, 0o644).map_err(|e| state_err(&path, e))
+            floor::durable::write_atomic(&path, bytes).map_err(|e| state_err(&path, e.into()))
         };
         let root = update
             .new_roots
@@ -436,7 +435,7 @@ impl Verifier {
         fetcher: &dyn Fetcher,
         root: &Root,
         trusted: Option<&Trusted<Timestamp>>,
-        now: UtcTime,
+        now: floor::Timestamp,
     ) -> Result<Trusted<Timestamp>, VerifyError> {
         let what = "metadata/timestamp.json".to_string();
         let bytes =
@@ -466,7 +465,7 @@ fn fetch_snapshot(
     root: &Root,
     meta: &MetaInfo,
     trusted: Option<&Trusted<Snapshot>>,
-    now: UtcTime,
+    now: floor::Timestamp,
 ) -> Result<Trusted<Snapshot>, VerifyError> {
     let what = format!("metadata/{}.snapshot.json", meta.version);
     let bytes = fetch_described(fetcher, &what, meta)?;
@@ -496,7 +495,7 @@ fn fetch_targets(
     root: &Root,
     meta: &MetaInfo,
     trusted: Option<&Trusted<Targets>>,
-    now: UtcTime,
+    now: floor::Timestamp,
 ) -> Result<Trusted<Targets>, VerifyError> {
     let what = format!("metadata/{}.targets.json", meta.version);
     let bytes = fetch_described(fetcher, &what, meta)?;
@@ -565,7 +564,7 @@ fn no_rollback(what: &str, trusted: u64, offered: u64) -> Result<(), VerifyError
     Ok(())
 }
 
-fn not_expired<T: Role>(doc: &T, now: UtcTime) -> Result<(), VerifyError> {
+fn not_expired<T: Role>(doc: &T, now: floor::Timestamp) -> Result<(), VerifyError> {
     if doc.expires() <= now {
         return Err(VerifyError::Expired {
             role: T::TYPE,

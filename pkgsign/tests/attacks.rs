@@ -191,7 +191,7 @@ fn rollback_of_targets_is_rejected_even_with_snapshot_and_timestamp_keys() {
 #[test]
 fn freeze_with_an_expired_timestamp_is_rejected() {
     let (fx, node) = published_fixture();
-    let soon = pkgsign::UtcTime::now().plus(Duration::from_secs(3600));
+    let soon = floor::Timestamp::now().plus(Duration::from_secs(3600));
     fx.repo
         .refresh_timestamp(&[clone_key(&fx.keys.timestamp[0])], soon)
         .unwrap();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use pkgsign::metadata::{
     sign_document, Envelope, Hashes, Keyring, MetaInfo, Role, RoleType, Root, Sha256Digest,
-    Snapshot, TargetInfo, Targets, Timestamp, UtcTime,
+    Snapshot, TargetInfo, Targets, Timestamp,
 };
 use pkgsign::SecretKey;
 use proptest::prelude::*;
@@ -57,8 +57,8 @@ fn target_info() -> impl Strategy<Value = TargetInfo> {
         )
 }
 
-fn expiry() -> impl Strategy<Value = UtcTime> {
-    (0i64..4_102_444_800).prop_map(UtcTime::from_unix)
+fn expiry() -> impl Strategy<Value = floor::Timestamp> {
+    (0i64..4_102_444_800).prop_map(floor::Timestamp::from_unix)
 }
 
 fn keyring(role: RoleType, keys: &[SecretKey], threshold: u32) -> Keyring {
@@ -122,7 +122,7 @@ proptest! {
         position in any::<prop::sample::Index>(), new_byte in any::<u8>())
     {
         let keys = vec![SecretKey::generate().unwrap()];
-        let doc = Targets::new(1, UtcTime::from_unix(2_000_000_000), targets);
+        let doc = Targets::new(1, floor::Timestamp::from_unix(2_000_000_000), targets);
         let mut bytes = sign_document(&doc, &[&keys[0]]).unwrap();
         let at = position.index(bytes.len());
         prop_assume!(bytes[at] != new_byte);

@@ -8,7 +8,7 @@ use std::process::Command;
 use bootcd::build::{BuildOptions, BuildReport};
 use config::node::ServerUrl;
 use mkimage::archive::Mtime;
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Repository, RoleSpec};
 use pkgsign::SecretKey;
 
@@ -156,7 +156,7 @@ impl CdTrust {
             .map(|r| (r, spec.clone()))
             .collect();
         let repo = dir.join("repo");
-        let expires = UtcTime::now().plus(std::time::Duration::from_secs(365 * 86_400));
+        let expires = floor::Timestamp::now().plus(std::time::Duration::from_secs(365 * 86_400));
         Repository::init(&repo, &roles, expires, &[key])
             .map_err(|e| fail("creating the repository", &e))?;
 

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::SecretKey;
 
@@ -112,14 +112,14 @@ pub fn new_repository(dir: &Path, key: &SecretKey) -> Result<Repository, Artifac
         .into_iter()
         .map(|r| (r, spec.clone()))
         .collect();
-    let expires = UtcTime::now().plus(Duration::from_secs(365 * 86_400));
+    let expires = floor::Timestamp::now().plus(Duration::from_secs(365 * 86_400));
     Repository::init(dir, &roles, expires, std::slice::from_ref(key))
         .map_err(fail("creating the repository"))
 }
 
 /// Publishes pending packages, everything valid for `days`.
 pub fn publish(repo: &Repository, key: &SecretKey, days: u64) -> Result<(), ArtifactError> {
-    let t = UtcTime::now().plus(Duration::from_secs(days * 86_400));
+    let t = floor::Timestamp::now().plus(Duration::from_secs(days * 86_400));
     repo.publish(
         std::slice::from_ref(key),
         &Expiries {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use pkgsign::keys::SecretKey;
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 
 #[derive(Parser)]
@@ -170,7 +170,7 @@ fn make_repository(dir: &Path) -> Result<(Vec<BenchFile>, PathBuf)> {
         );
     }
     let copy = |k: &SecretKey| SecretKey::from_pem(&k.to_pem().expect("pem")).expect("pem");
-    let expires = UtcTime::now().plus(Duration::from_secs(30 * 86_400));
+    let expires = floor::Timestamp::now().plus(Duration::from_secs(30 * 86_400));
     let repo = Repository::init(dir, &roles, expires, &[copy(&keys[0])])?;
     let mut files = Vec::new();
     for (name, size) in [("base", 10_000_000usize), ("tools", 100_000usize)] {

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pkgsign::fetch::DirFetcher;
 use pkgsign::install::{self, InstallOptions};
-use pkgsign::metadata::{parse_expiry, RoleType, UtcTime};
+use pkgsign::metadata::{parse_expiry, RoleType};
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::verify::Verifier;
 use pkgsign::SecretKey;
@@ -304,7 +304,7 @@ fn main() -> Result<()> {
             },
         );
     }
-    let expires = parse_expiry("30d", UtcTime::now())?;
+    let expires = parse_expiry("30d", floor::Timestamp::now())?;
     let repo_dir = work.join("repo");
     let repo = Repository::init(&repo_dir, &roles, expires, &keys[..1])?;
     repo.add_package(&package, "base", "1", false, Default::default())?;

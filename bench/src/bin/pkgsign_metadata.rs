@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::Parser;
 use pkgsign::fetch::DirFetcher;
 use pkgsign::metadata::{
-    parse_expiry, Envelope, Hashes, RoleType, Sha256Digest, TargetInfo, Targets, UtcTime,
+    parse_expiry, Envelope, Hashes, RoleType, Sha256Digest, TargetInfo, Targets,
 };
 use pkgsign::repo::{Expiries, Pending, Repository, RoleSpec};
 use pkgsign::verify::Verifier;
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
             },
         );
     }
-    let expires = parse_expiry("30d", UtcTime::now())?;
+    let expires = parse_expiry("30d", floor::Timestamp::now())?;
     let repo_dir = dir.path().join("repo");
     let repo = Repository::init(&repo_dir, &roles, expires, &keys[..1])?;
     let mut pending = Pending::default();

@@ -35,7 +35,7 @@ use clap::Parser;
 use init::deploy::Disk;
 use init::updater::{Options, Outcome, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy, HttpFetcher};
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::{SecretKey, Verifier};
 
@@ -184,7 +184,7 @@ struct World {
 }
 
 fn expiries() -> Expiries {
-    let t = UtcTime::from_unix(UtcTime::now().unix() + 30 * 86_400);
+    let t = floor::Timestamp::from_unix(floor::Timestamp::now().unix() + 30 * 86_400);
     Expiries {
         targets: t,
         snapshot: t,
@@ -210,7 +210,7 @@ impl World {
         let repo = Repository::init(
             &repo_dir,
             &roles,
-            UtcTime::from_unix(UtcTime::now().unix() + 365 * 86_400),
+            floor::Timestamp::from_unix(floor::Timestamp::now().unix() + 365 * 86_400),
             std::slice::from_ref(&key),
         )?;
         let add = |name: &str, version: &str, bytes: Vec<u8>, base_image: bool| -> Result<()> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pkgsign::keys::SecretKey;
-use pkgsign::metadata::{RoleType, UtcTime};
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 
 pub struct SignedRepo {
@@ -27,8 +27,8 @@ fn copy(key: &SecretKey) -> SecretKey {
     SecretKey::from_pem(&key.to_pem().unwrap()).unwrap()
 }
 
-pub fn far_future() -> UtcTime {
-    UtcTime::now().plus(std::time::Duration::from_secs(365 * 86_400))
+pub fn far_future() -> floor::Timestamp {
+    floor::Timestamp::now().plus(std::time::Duration::from_secs(365 * 86_400))
 }
 
 impl SignedRepo {

@@ -47,7 +47,8 @@ use pkgsign::{VerifiedPackage, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::console::{self, StepStatus};
-use crate::deploy::{write_atomic, DeploymentId, Disk};
+use crate::deploy::{DeploymentId, Disk};
+use floor::durable::write_atomic;
 use crate::handover::{Handover, HANDOVER_FILE};
 use crate::server::ServerClient;
 use download::{Cache, DownloadError};
@@ -574,7 +575,7 @@ impl Updater {
         let bytes = serde_json::to_vec_pretty(reported)
             .context("encoding updater.json")
             .map_err(local)?;
-        write_atomic(&self.disk.root.join(REPORTED_FILE), &bytes).map_err(local)
+        write_atomic(&self.disk.root.join(REPORTED_FILE), &bytes).map_err(|e| local(e.into()))
     }
 
     /// Tells the server about a denylisted deployment the first time only.

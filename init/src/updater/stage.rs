@@ -16,6 +16,7 @@ use pkgsign::install::{InstallOptions, Manifest};
 use pkgsign::{VerifiedPackage, VerifiedRepo};
 
 use config::Timestamp;
+use floor::durable::{sync_dir, write_atomic};
 
 use super::download::Cache;
 use super::reuse::{copy_installed_tree, ReuseError};
@@ -23,7 +24,7 @@ use super::space::SpaceNeeds;
 use super::UpdateError;
 use crate::console;
 use crate::deploy::{
-    sync_dir, write_atomic, DeployedPackage, DeploymentId, DeploymentRecord, Disk,
+    DeployedPackage, DeploymentId, DeploymentRecord, Disk,
 };
 use crate::install::{sync_tree_fs, PACKAGES};
 
@@ -130,7 +131,7 @@ impl Build<'_> {
                 fs::rename(&staging, self.disk.deployment_path(self.id))
                     .with_context(|| format!("committing deployment {}", self.id))
                     .map_err(UpdateError::Local)?;
-                sync_dir(&deployments).map_err(UpdateError::Local)?;
+                sync_dir(&deployments).map_err(|e| UpdateError::Local(e.into()))?;
                 Ok((record, fetched))
             });
         if result.is_err() {
@@ -228,8 +229,7 @@ impl Build<'_> {
                 }
             };
             let manifest_file = format!("{dir}.manifest.json");
-            write_atomic(&staging.join(&manifest_file), &manifest.to_json())
-                .map_err(UpdateError::Local)?;
+            write_atomic(&staging.join(&manifest_file), &manifest.to_json()).map_err(|e| UpdateError::Local(e.into()))?;
             deployed.push(DeployedPackage {
                 name: p.name().to_string(),
                 version: p.info().version.clone(),
@@ -255,7 +255,7 @@ impl Build<'_> {
         let json = serde_json::to_vec_pretty(&record)
             .context("encoding deployment.json")
             .map_err(UpdateError::Local)?;
-        write_atomic(&staging.join("deployment.json"), &json).map_err(UpdateError::Local)?;
+        write_atomic(&staging.join("deployment.json"), &json).map_err(|e| UpdateError::Local(e.into()))?;
         Ok((record, fetched_instead))
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::sync_dir;
+use floor::durable::sync_dir;
 
 const STAGING_MARK: &str = ".staging-";
 
@@ -58,7 +58,7 @@ impl Staging {
         match fs::symlink_metadata(dest) {
             Ok(meta) if meta.file_type().is_dir() => {
                 rename_exchange(&self.path, dest)?;
-                sync_dir(&parent)?;
+                sync_dir(&parent).map_err(io::Error::from)?;
                 // `self.path` now holds the old tree; Drop removes it.
                 if let Err(e) = fs::remove_dir_all(&self.path) {
                     tracing::warn!("removing old tree {}: {e}", self.path.display());
@@ -72,7 +72,7 @@ impl Staging {
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 rename_noreplace(&self.path, dest)?;
-                sync_dir(&parent)?;
+                sync_dir(&parent).map_err(io::Error::from)?;
                 self.keep = true;
                 Ok(())
             }

@@ -1,15 +1,15 @@
-//! Signed repository metadata: the four roles, the envelope, expiry times.
+//! Signed repository metadata: the four roles and the envelope. Expiry
+//! times are the workspace's one time type, [`floor::Timestamp`].
 //!
 //! A document is parsed with the strict canonical-JSON parser
 //! ([`crate::canonical`]); the `signed` value is re-encoded canonically and
 //! the signatures are checked over those bytes; then that same value is
 //! interpreted as a role. What is interpreted is exactly what was signed.
 
-mod datetime;
 mod envelope;
 mod roles;
 
-pub use datetime::{parse_expiry, TimeError, UtcTime};
+pub use floor::time::{parse_expiry, TimeError};
 pub use envelope::{add_signatures, sign_document, Envelope, SignatureEntry, MAX_SIGNATURES};
 pub use roles::{
     valid_name, valid_target_path, Hashes, KeyEntry, KeyValue, Keyring, MetaInfo, Role, RoleKeys,

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::datetime::UtcTime;
+use floor::Timestamp as Time;
 use super::MetadataError;
 use crate::keys::{parse_lower_hex32, KeyId, PublicKey};
 
@@ -101,7 +101,7 @@ pub struct Hashes {
 pub trait Role: Serialize + DeserializeOwned {
     const TYPE: RoleType;
     fn version(&self) -> u64;
-    fn expires(&self) -> UtcTime;
+    fn expires(&self) -> Time;
     /// Checks of the contents beyond what parsing checks (spec version,
     /// version ≥ 1, names and paths, key sets).
     fn validate(&self) -> Result<(), MetadataError>;
@@ -196,7 +196,7 @@ pub struct Root {
     pub role_type: RoleType,
     pub spec_version: String,
     pub version: u64,
-    pub expires: UtcTime,
+    pub expires: Time,
     pub keys: BTreeMap<KeyId, KeyEntry>,
     pub roles: BTreeMap<RoleType, RoleKeys>,
     pub consistent_snapshot: bool,
@@ -206,7 +206,7 @@ impl Root {
     /// A root listing `role_keys` (public keys and threshold per role).
     pub fn new(
         version: u64,
-        expires: UtcTime,
+        expires: Time,
         role_keys: &BTreeMap<RoleType, (Vec<PublicKey>, u32)>,
     ) -> Self {
         let mut keys = BTreeMap::new();
@@ -289,7 +289,7 @@ impl Role for Root {
     fn version(&self) -> u64 {
         self.version
     }
-    fn expires(&self) -> UtcTime {
+    fn expires(&self) -> Time {
         self.expires
     }
     fn validate(&self) -> Result<(), MetadataError> {
@@ -382,12 +382,12 @@ pub struct Targets {
     pub role_type: RoleType,
     pub spec_version: String,
     pub version: u64,
-    pub expires: UtcTime,
+    pub expires: Time,
     pub targets: BTreeMap<String, TargetInfo>,
 }
 
 impl Targets {
-    pub fn new(version: u64, expires: UtcTime, targets: BTreeMap<String, TargetInfo>) -> Self {
+    pub fn new(version: u64, expires: Time, targets: BTreeMap<String, TargetInfo>) -> Self {
         Targets {
             role_type: RoleType::Targets,
             spec_version: SPEC_VERSION.into(),
@@ -403,7 +403,7 @@ impl Role for Targets {
     fn version(&self) -> u64 {
         self.version
     }
-    fn expires(&self) -> UtcTime {
+    fn expires(&self) -> Time {
         self.expires
     }
     fn validate(&self) -> Result<(), MetadataError> {
@@ -474,12 +474,12 @@ pub struct Snapshot {
     pub role_type: RoleType,
     pub spec_version: String,
     pub version: u64,
-    pub expires: UtcTime,
+    pub expires: Time,
     pub meta: SnapshotMeta,
 }
 
 impl Snapshot {
-    pub fn new(version: u64, expires: UtcTime, targets: MetaInfo) -> Self {
+    pub fn new(version: u64, expires: Time, targets: MetaInfo) -> Self {
         Snapshot {
             role_type: RoleType::Snapshot,
             spec_version: SPEC_VERSION.into(),
@@ -495,7 +495,7 @@ impl Role for Snapshot {
     fn version(&self) -> u64 {
         self.version
     }
-    fn expires(&self) -> UtcTime {
+    fn expires(&self) -> Time {
         self.expires
     }
     fn validate(&self) -> Result<(), MetadataError> {
@@ -529,12 +529,12 @@ pub struct Timestamp {
     pub role_type: RoleType,
     pub spec_version: String,
     pub version: u64,
-    pub expires: UtcTime,
+    pub expires: Time,
     pub meta: TimestampMeta,
 }
 
 impl Timestamp {
-    pub fn new(version: u64, expires: UtcTime, snapshot: MetaInfo) -> Self {
+    pub fn new(version: u64, expires: Time, snapshot: MetaInfo) -> Self {
         Timestamp {
             role_type: RoleType::Timestamp,
             spec_version: SPEC_VERSION.into(),
@@ -550,7 +550,7 @@ impl Role for Timestamp {
     fn version(&self) -> u64 {
         self.version
     }
-    fn expires(&self) -> UtcTime {
+    fn expires(&self) -> Time {
         self.expires
     }
     fn validate(&self) -> Result<(), MetadataError> {

@@ -13,11 +13,10 @@ use serde_json::{Map, Value};
 pub use package::unpacked_length;
 pub use pending::Pending;
 
-use crate::fsutil;
 use crate::keys::{PublicKey, SecretKey};
 use crate::metadata::{
     sign_document, Envelope, Keyring, MetaInfo, MetadataError, Role, RoleType, Root, Snapshot,
-    TargetInfo, Targets, Timestamp, UtcTime,
+    TargetInfo, Targets, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +73,9 @@ pub struct RoleSpec {
 /// Expiry times for the documents a publish writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiries {
-    pub targets: UtcTime,
-    pub snapshot: UtcTime,
-    pub timestamp: UtcTime,
+    pub targets: floor::Timestamp,
+    pub snapshot: floor::Timestamp,
+    pub timestamp: floor::Timestamp,
 }
 
 /// Versions written by a publish.
@@ -183,7 +182,7 @@ impl Repository {
     pub fn init(
         dir: &Path,
         roles: &BTreeMap<RoleType, RoleSpec>,
-        expires: UtcTime,
+        expires: floor::Timestamp,
         signing_keys: &[SecretKey],
     ) -> Result<Repository, RepoError> {
         let repo = Repository {
@@ -222,12 +221,18 @@ impl Repository {
 
     fn write_meta(&self, file: &str, bytes: &[u8]) -> Result<(), RepoError> {
         let path = self.meta_path(file);
-        fsutil::atomic_write(&path, bytes, 0o644).map_err(|source| RepoError::Io { path, source })
+        floor::durable::write_atomic(&path, bytes).map_err(|e| RepoError::Io {
+            path,
+            source: e.into(),
+        })
     }
 
     fn read_meta(&self, file: &str) -> Result<Option<Vec<u8>>, RepoError> {
         let path = self.meta_path(file);
-        fsutil::read_if_exists(&path).map_err(|source| RepoError::Io { path, source })
+        floor::durable::read_if_exists(&path).map_err(|e| RepoError::Io {
+            path,
+            source: e.into(),
+        })
     }
 
     fn parse_meta<T: Role>(&self, file: &str) -> Result<Option<T>, RepoError> {
@@ -406,7 +411,7 @@ impl Repository {
     pub fn refresh_timestamp(
         &self,
         keys: &[SecretKey],
-        expires: UtcTime,
+        expires: floor::Timestamp,
     ) -> Result<u64, RepoError> {
         let root = self.root()?;
         let meta_err = |source| RepoError::Metadata {
@@ -432,7 +437,7 @@ impl Repository {
     pub fn rotate_root(
         &self,
         changes: &BTreeMap<RoleType, RoleSpec>,
-        expires: UtcTime,
+        expires: floor::Timestamp,
         keys: &[SecretKey],
     ) -> Result<u64, RepoError> {
         let old = self.root()?;

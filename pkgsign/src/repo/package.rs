@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::RepoError;
-use crate::fsutil;
 use crate::metadata::{valid_name, Hashes, Sha256Digest, TargetInfo};
 
 /// Copies `file` into `targets_dir` under its content address and describes it.
@@ -32,7 +31,7 @@ pub fn store_package(
         move |source| RepoError::Io { path, source }
     };
     fs::create_dir_all(targets_dir).map_err(io_err(targets_dir))?;
-    let tmp = fsutil::temp_path_in(targets_dir, ".tar.gz");
+    let tmp = floor::durable::temp_path_in(targets_dir, ".tar.gz");
     let result = (|| {
         let (length, sha256) = copy_and_hash(file, &tmp)?;
         let unpacked_length = unpacked_length(&tmp).map_err(|reason| RepoError::BadPackage {
@@ -42,7 +41,7 @@ pub fn store_package(
         let file_name = format!("{sha256}.{name}-{version}.tar.gz");
         let final_path = targets_dir.join(&file_name);
         fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-        fsutil::sync_dir(targets_dir).map_err(io_err(targets_dir))?;
+        floor::durable::sync_dir(targets_dir).map_err(|e| io_err(targets_dir)(e.into()))?;
         Ok(TargetInfo {
             version: version.to_string(),
             length,

@@ -7,7 +7,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::RepoError;
-use crate::fsutil;
 use crate::metadata::TargetInfo;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,9 +26,9 @@ impl Pending {
     }
 
     pub fn load(path: &Path) -> Result<Pending, RepoError> {
-        let bytes = fsutil::read_if_exists(path).map_err(|source| RepoError::Io {
+        let bytes = floor::durable::read_if_exists(path).map_err(|e| RepoError::Io {
             path: path.into(),
-            source,
+            source: e.into(),
         })?;
         let Some(bytes) = bytes else {
             return Ok(Pending::default());
@@ -50,9 +49,9 @@ impl Pending {
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
-        fsutil::atomic_write(path, &bytes, 0o644).map_err(|source| RepoError::Io {
+        floor::durable::write_atomic(path, &bytes).map_err(|e| RepoError::Io {
             path: path.into(),
-            source,
+            source: e.into(),
         })
     }
 

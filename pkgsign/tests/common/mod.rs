@@ -11,7 +11,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use pkgsign::keys::SecretKey;
-use pkgsign::metadata::{RoleType, UtcTime};
+use floor::Timestamp;
+use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use sha2::{Digest, Sha256};
 
@@ -59,11 +60,11 @@ pub fn spec(keys: &[SecretKey], threshold: u32) -> RoleSpec {
     }
 }
 
-pub fn far_future() -> UtcTime {
-    UtcTime::now().plus(std::time::Duration::from_secs(365 * 86_400))
+pub fn far_future() -> Timestamp {
+    Timestamp::now().plus(std::time::Duration::from_secs(365 * 86_400))
 }
 
-pub fn expiries(at: UtcTime) -> Expiries {
+pub fn expiries(at: Timestamp) -> Expiries {
     Expiries {
         targets: at,
         snapshot: at,
