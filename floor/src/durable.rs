@@ -282,7 +282,10 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(names(dir.path()), ["state.json"]);
         write_atomic_mode(&path, b"secret", 0o600).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -328,7 +331,10 @@ mod tests {
         let mine = temp_path_in(dir.path(), ".part");
         fs::write(&mine, b"x").unwrap();
         fs::write(dir.path().join("keep"), b"x").unwrap();
-        assert_eq!(remove_stale_temps(dir.path()), [".tmp-2147483646-0-00.part"]);
+        assert_eq!(
+            remove_stale_temps(dir.path()),
+            [".tmp-2147483646-0-00.part"]
+        );
         assert!(mine.exists());
         assert!(dir.path().join("keep").exists());
     }

@@ -396,7 +396,10 @@ impl ModuleIndex {
         if depth > MAX_DEPTH || !seen.insert(module.to_string()) {
             return Ok(());
         }
-        let entry = self.modules.get(module).ok_or_else(|| self.missing(module))?;
+        let entry = self
+            .modules
+            .get(module)
+            .ok_or_else(|| self.missing(module))?;
         let softdep = self.softdeps.get(module);
         for name in softdep.map(|s| s.pre.as_slice()).unwrap_or_default() {
             for real in self.lookup(name).unwrap_or_default() {
@@ -577,7 +580,14 @@ softdep virtio_net post: nonexistent
         let names: Vec<&str> = plan.iter().map(|(m, _)| m.as_str()).collect();
         assert_eq!(
             names,
-            ["crc32c_intel", "crc32c_generic", "jbd2", "mbcache", "crc16", "ext4"]
+            [
+                "crc32c_intel",
+                "crc32c_generic",
+                "jbd2",
+                "mbcache",
+                "crc16",
+                "ext4"
+            ]
         );
         assert!(plan[..2].iter().all(|(_, soft)| *soft), "{plan:?}");
         assert!(plan[2..].iter().all(|(_, soft)| !soft), "{plan:?}");
@@ -588,7 +598,10 @@ softdep virtio_net post: nonexistent
         let i = index();
         assert_eq!(i.softdeps()["cifs"], Softdep::default());
         // A post: name that exists nowhere is skipped, not an error.
-        assert_eq!(i.load_order("virtio_net").unwrap().last().unwrap(), "virtio_net");
+        assert_eq!(
+            i.load_order("virtio_net").unwrap().last().unwrap(),
+            "virtio_net"
+        );
     }
 
     #[test]
@@ -598,7 +611,15 @@ softdep virtio_net post: nonexistent
         let names: Vec<&str> = set.iter().map(String::as_str).collect();
         assert_eq!(
             names,
-            ["crc16", "crc32c_generic", "crc32c_intel", "ext4", "isofs", "jbd2", "mbcache"]
+            [
+                "crc16",
+                "crc32c_generic",
+                "crc32c_intel",
+                "ext4",
+                "isofs",
+                "jbd2",
+                "mbcache"
+            ]
         );
         let e = i.closure(&["ext4", "no_such_mod"]).unwrap_err();
         assert!(e.to_string().contains("no_such_mod"), "{e}");
@@ -611,9 +632,15 @@ softdep virtio_net post: nonexistent
             i.modules_for_alias("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"),
             ["virtio_pci"]
         );
-        assert_eq!(i.modules_for_alias("virtio:d00000001v00001AF4"), ["virtio_net"]);
+        assert_eq!(
+            i.modules_for_alias("virtio:d00000001v00001AF4"),
+            ["virtio_net"]
+        );
         assert!(i.modules_for_alias("pci:v00008086d0000100Esv*").is_empty());
-        assert!(matches!(i.load_order("e1000"), Err(KmodError::Missing { .. })));
+        assert!(matches!(
+            i.load_order("e1000"),
+            Err(KmodError::Missing { .. })
+        ));
     }
 
     #[test]
@@ -621,7 +648,8 @@ softdep virtio_net post: nonexistent
         let i = ModuleIndex::parse(
             Path::new("/lib/modules/x"),
             IndexTexts {
-                dep: "kernel/a.ko:\nno colon here\n two words.ko: x\nkernel/b.ko: kernel/a.ko\n".into(),
+                dep: "kernel/a.ko:\nno colon here\n two words.ko: x\nkernel/b.ko: kernel/a.ko\n"
+                    .into(),
                 alias: "alias onlyone\nalias p a\n".into(),
                 softdep: "softdep\nsoftdep b pre: a\n".into(),
                 ..IndexTexts::default()
@@ -631,7 +659,12 @@ softdep virtio_net post: nonexistent
         let lines: Vec<(&str, usize)> = i.problems().iter().map(|p| (p.file, p.line)).collect();
         assert_eq!(
             lines,
-            [("modules.dep", 2), ("modules.dep", 3), ("modules.alias", 1), ("modules.softdep", 1)]
+            [
+                ("modules.dep", 2),
+                ("modules.dep", 3),
+                ("modules.alias", 1),
+                ("modules.softdep", 1)
+            ]
         );
         let e = i.ensure_well_formed().unwrap_err().to_string();
         assert!(e.starts_with("/lib/modules/x/modules.dep: line 2: "), "{e}");
@@ -691,7 +724,14 @@ softdep virtio_net post: nonexistent
         assert!(plan.contains(&"crc32c_generic".to_string()), "{plan:?}");
         assert_eq!(plan.last().map(String::as_str), Some("ext4"));
         let net = i.load_order("virtio_net").unwrap();
-        assert!(net.ends_with(&["failover".into(), "net_failover".into(), "virtio_net".into()]), "{net:?}");
+        assert!(
+            net.ends_with(&[
+                "failover".into(),
+                "net_failover".into(),
+                "virtio_net".into()
+            ]),
+            "{net:?}"
+        );
         // For every module: the plan and the closure name the same modules,
         // every hard dependency comes before its user, and nothing is missing.
         for (name, module) in i.modules() {

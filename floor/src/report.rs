@@ -31,7 +31,10 @@ where
 
 /// [`one_line`] for an error and its `source()` chain.
 pub fn error_line(error: &(dyn Error + 'static)) -> String {
-    one_line(std::iter::successors(Some(error), |e: &&(dyn Error + 'static)| (*e).source()))
+    one_line(std::iter::successors(
+        Some(error),
+        |e: &&(dyn Error + 'static)| (*e).source(),
+    ))
 }
 
 #[cfg(test)]
@@ -71,7 +74,10 @@ mod tests {
             "nospec.toml: No such file or directory (os error 2)",
             "No such file or directory (os error 2)",
         ]);
-        assert_eq!(error_line(&e), "nospec.toml: No such file or directory (os error 2)");
+        assert_eq!(
+            error_line(&e),
+            "nospec.toml: No such file or directory (os error 2)"
+        );
         let e = chain(&[
             "n.toml:2:6: node.id: invalid type",
             "n.toml:2:6: node.id: invalid type",
@@ -81,7 +87,11 @@ mod tests {
 
     #[test]
     fn distinct_causes_are_joined_in_order() {
-        let e = chain(&["building the CD", "writing out.iso", "No space left on device"]);
+        let e = chain(&[
+            "building the CD",
+            "writing out.iso",
+            "No space left on device",
+        ]);
         assert_eq!(
             error_line(&e),
             "building the CD: writing out.iso: No space left on device"

@@ -203,18 +203,32 @@ mod tests {
 
     #[test]
     fn times_rfc3339_cannot_spell_are_shown_as_seconds() {
-        assert_eq!(Timestamp::from_unix(-62_167_219_201).to_string(), "@-62167219201");
-        assert_eq!(Timestamp::from_unix(253_402_300_800).to_string(), "@253402300800");
+        assert_eq!(
+            Timestamp::from_unix(-62_167_219_201).to_string(),
+            "@-62167219201"
+        );
+        assert_eq!(
+            Timestamp::from_unix(253_402_300_800).to_string(),
+            "@253402300800"
+        );
         assert_eq!(Timestamp::from_unix(0).to_string(), "1970-01-01T00:00:00Z");
     }
 
     #[test]
     fn expiry_durations() {
         let now = Timestamp::from_unix(1_000_000);
-        assert_eq!(parse_expiry("30d", now).unwrap().unix(), 1_000_000 + 30 * 86_400);
-        assert_eq!(parse_expiry("12h", now).unwrap().unix(), 1_000_000 + 12 * 3600);
         assert_eq!(
-            parse_expiry("2027-01-01T00:00:00Z", now).unwrap().to_string(),
+            parse_expiry("30d", now).unwrap().unix(),
+            1_000_000 + 30 * 86_400
+        );
+        assert_eq!(
+            parse_expiry("12h", now).unwrap().unix(),
+            1_000_000 + 12 * 3600
+        );
+        assert_eq!(
+            parse_expiry("2027-01-01T00:00:00Z", now)
+                .unwrap()
+                .to_string(),
             "2027-01-01T00:00:00Z"
         );
         for bad in ["12x", "d", "99999999999999999999d", "-3d"] {

@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 use config::node::MacAddr;
-use init::{blockdev, cmdline::Cmdline, dhcp, modprobe};
+use init::net::dhcp;
+use init::{blockdev, kernel_cmdline::Cmdline, modprobe};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -85,13 +85,10 @@ impl Loader {
             if self.loaded.contains(&m) {
                 continue;
             }
-            let path = self
-                .index
-                .path_of(&m)
-                .ok_or_else(|| KmodError::Missing {
-                    name: m.clone(),
-                    dir: self.index.dir().to_path_buf(),
-                })?;
+            let path = self.index.path_of(&m).ok_or_else(|| KmodError::Missing {
+                name: m.clone(),
+                dir: self.index.dir().to_path_buf(),
+            })?;
             let result = File::open(&path)
                 .map_err(|source| ModError::Read {
                     path: path.clone(),

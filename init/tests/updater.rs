@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use init::deploy::{Denied, DeploymentId, Disk};
-use init::updater::{Options, Outcome, Schedule, UpdateError, Updater};
+use init::node::updater::{Options, Outcome, Schedule, UpdateError, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy};
 use pkgsign::metadata::{sign_document, MetaInfo, RoleType, Snapshot, Timestamp};
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
@@ -336,10 +336,19 @@ impl World {
         let verified = verifier
             .update(&source, std::time::SystemTime::now())
             .unwrap();
-        let packages = init::install::node_packages(&verified).unwrap();
-        let record =
-            init::install::build_deployment(&disk, &verified, &packages, &source, &|_, _| {})
-                .unwrap();
+        let packages = init::deploy::node_packages(&verified).unwrap();
+        let record = init::deploy::Build {
+            disk: &disk,
+            repo: &verified,
+            packages: &packages,
+            plan: &init::deploy::Plan::fresh(&packages),
+            source: &source,
+            running: None,
+            progress: None,
+        }
+        .run_fresh()
+        .unwrap()
+        .record;
         disk.activate(&record.id, false).unwrap();
 
         World {
@@ -445,7 +454,7 @@ impl World {
         let disk = self.disk();
         let staged = disk.link("staged").unwrap().unwrap();
         let record = disk.record(&staged).unwrap();
-        init::install::check_deployment(&disk, &record, true).unwrap();
+        init::deploy::check_deployment(&disk, &record, true).unwrap();
         disk.activate(&staged, true).unwrap();
         disk.clear_link("staged").unwrap();
         disk.clear_bootcount().unwrap();
@@ -516,7 +525,7 @@ fn a_new_version_is_staged_with_only_the_changed_package_downloaded() {
     // What the CD checks before activating it: every file, re-hashed.
     let disk = w.disk();
     let record = disk.record(&id).unwrap();
-    init::install::check_deployment(&disk, &record, true).unwrap();
+    init::deploy::check_deployment(&disk, &record, true).unwrap();
     assert_eq!(
         fs::read_to_string(disk.deployment_path(&id).join("root/etc/os-release")).unwrap(),
         "NAME=plnode\nVERSION=2026.2\n"
@@ -589,13 +598,13 @@ fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing(
 /// Asserts a refused check left the node as it was.
 fn assert_refused(
     w: &World,
-    report: &init::updater::CheckReport,
+    report: &init::node::updater::CheckReport,
     trust: &BTreeMap<String, Vec<u8>>,
     deployments: &[String],
     says: &str,
 ) {
     let err = match &report.result {
-        Err(e) => e.to_string(),
+        Err(e) => floor::report::error_line(e),
         Ok(o) => panic!("expected a refusal, got {o:?}"),
     };
     assert!(err.contains(says), "{err}");
@@ -633,7 +642,7 @@ fn a_tampered_package_is_refused() {
         &report,
         &trust,
         &deployments,
-        "the server's file is not the one that was signed",
+        "differs from the signed",
     );
     assert!(matches!(report.result, Err(UpdateError::PackageRefused(_))));
     // A failure is reported once, not at every poll.
@@ -729,7 +738,7 @@ fn under_signed_metadata_is_refused() {
 
     let report = updater.check();
     assert_refused(&w, &report, &trust, &deployments, "targets");
-    let err = report.result.unwrap_err().to_string();
+    let err = floor::report::error_line(&report.result.unwrap_err());
     assert!(
         err.contains("threshold") || err.contains("signature"),
         "{err}"
@@ -804,7 +813,7 @@ fn a_changed_file_in_the_running_deployment_is_downloaded_instead_of_copied() {
     assert_eq!(downloaded, ["base", "sliver-ref"]);
     assert_eq!(reused, ["kernel"]);
     let disk = w.disk();
-    init::install::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
+    init::deploy::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
     // Modes and setuid bits come from the signed package, not the copy.
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(disk.deployment_path(&id).join("sliver-ref/bin/setuid-tool"))
@@ -832,20 +841,20 @@ fn a_full_disk_is_refused_cleanly() {
     w.release_base("2026.2", 12 << 20);
     w.server.publish(w.repo.dir());
     let (trust, deployments) = (w.trust_state(), w.deployments());
-    let free_before = init::updater::space::free_bytes(&w.partition).unwrap();
+    let free_before = init::node::updater::space::free_bytes(&w.partition).unwrap();
 
     let report = updater.check();
     assert_refused(&w, &report, &trust, &deployments, "not enough space");
     assert!(matches!(report.result, Err(UpdateError::NoSpace { .. })));
     assert!(report.bytes < 64 * 1024, "nothing downloaded: {report:?}");
-    let free_after = init::updater::space::free_bytes(&w.partition).unwrap();
+    let free_after = init::node::updater::space::free_bytes(&w.partition).unwrap();
     assert!(
         free_after + 64 * 1024 >= free_before,
         "{free_before} free before, {free_after} after"
     );
     // The running deployment is intact.
     let disk = w.disk();
-    init::install::check_deployment(&disk, &disk.record(&w.current()).unwrap(), true).unwrap();
+    init::deploy::check_deployment(&disk, &disk.record(&w.current()).unwrap(), true).unwrap();
 }
 
 /// A tmpfs of a given size, unmounted on drop.
@@ -1033,7 +1042,7 @@ fn an_interrupted_download_continues_where_it_stopped() {
     );
     assert!(second.bytes >= base_len - kept);
     let disk = w.disk();
-    init::install::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
+    init::deploy::check_deployment(&disk, &disk.record(&id).unwrap(), true).unwrap();
     assert!(w.cache_files().is_empty());
 }
 

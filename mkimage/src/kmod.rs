@@ -105,7 +105,10 @@ impl ModuleSet {
     /// The modules in `wanted` and everything their load plans need. A
     /// wanted name that is unknown is an error; a missing soft dependency
     /// is skipped (it is optional by nature).
-    pub fn resolve<S: AsRef<str>>(index: &ModuleIndex, wanted: &[S]) -> Result<ModuleSet, ModuleError> {
+    pub fn resolve<S: AsRef<str>>(
+        index: &ModuleIndex,
+        wanted: &[S],
+    ) -> Result<ModuleSet, ModuleError> {
         Ok(ModuleSet {
             names: index.closure(wanted)?,
         })
@@ -209,7 +212,11 @@ impl ModuleSet {
         tree: &mut ImageTree,
         prefix: &str,
     ) -> Result<u64, ModuleError> {
-        let base = format!("{}/lib/modules/{}", prefix.trim_matches('/'), index.release());
+        let base = format!(
+            "{}/lib/modules/{}",
+            prefix.trim_matches('/'),
+            index.release()
+        );
         let base = base.trim_start_matches('/').to_string();
         let mut bytes = 0;
         for name in &self.names {
@@ -297,10 +304,7 @@ softdep virtio_net post: nonexistent
                 "mbcache"
             ]
         );
-        let set = ModuleSet::resolve(
-            &index(),
-            &["virtio-net", "fs-iso9660", "nls_base"])
-            .unwrap();
+        let set = ModuleSet::resolve(&index(), &["virtio-net", "fs-iso9660", "nls_base"]).unwrap();
         let names: Vec<&str> = set.names().collect();
         assert_eq!(names, ["failover", "isofs", "net_failover", "virtio_net"]);
     }

@@ -27,8 +27,14 @@
 //!   [`install::Manifest`] of what was written and [`install::verify_tree`]
 //!   to check a tree against it later; [`install::extract_tar`] for the bare
 //!   safe extractor.
+//! - [`verified`]: [`verified::VerifiedReader`], the one path for bytes
+//!   that signed metadata vouches for (length and SHA-256 checked at the
+//!   end of the stream, no byte past the signed length).
+//! - [`cache`]: [`cache::PackageCache`], a directory of verified packages
+//!   that downloads resume into (`Range` + `If-Range`).
 //! - [`detached`]: detached signatures over a reader or a file (ISO images).
 
+pub mod cache;
 pub mod canonical;
 pub mod detached;
 pub mod fetch;
@@ -37,6 +43,7 @@ pub mod keys;
 pub mod metadata;
 pub mod net;
 pub mod repo;
+pub mod verified;
 pub mod verify;
 
 pub use keys::{KeyId, PublicKey, SecretKey};

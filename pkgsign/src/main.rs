@@ -10,11 +10,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
+use floor::Timestamp as Time;
 use pkgsign::detached;
 use pkgsign::fetch::{DirFetcher, DownloadPolicy, Fetcher, HttpFetcher};
 use pkgsign::install::{self, InstallOptions, Manifest, Progress};
 use pkgsign::keys::{self, PublicKey, SecretKey};
-use floor::Timestamp as Time;
 use pkgsign::metadata::{self, parse_expiry, Envelope, RoleType};
 use pkgsign::net::{build_client, ClientOptions};
 use pkgsign::repo::{Expiries, Repository, RoleSpec};

@@ -113,6 +113,14 @@ pub struct VerifiedPackage {
 }
 
 impl VerifiedPackage {
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, info: TargetInfo) -> VerifiedPackage {
+        VerifiedPackage {
+            name: name.to_string(),
+            info,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -227,10 +235,11 @@ impl Verifier {
     ) -> Result<Verifier, VerifyError> {
         let initial = self_signed_root(initial_root).map_err(VerifyError::InitialRoot)?;
         let root_path = state_dir.join(ROOT_FILE);
-        let stored = floor::durable::read_if_exists(&root_path).map_err(|e| VerifyError::State {
-            path: root_path.clone(),
-            source: e.into(),
-        })?;
+        let stored =
+            floor::durable::read_if_exists(&root_path).map_err(|e| VerifyError::State {
+                path: root_path.clone(),
+                source: e.into(),
+            })?;
         let root = match stored {
             Some(bytes) => {
                 let doc = self_signed_root(&bytes).map_err(|source| VerifyError::Metadata {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use common::server::{Knob, Pki, TestServer};
 use common::*;
-use pkgsign::fetch::{DownloadPolicy, FetchError, HttpFetcher};
+use pkgsign::fetch::{DownloadPolicy, FetchError, Fetcher, HttpFetcher};
 use pkgsign::install::{self, InstallOptions};
 use pkgsign::net::{build_client, ClientOptions};
 use pkgsign::verify::{Verifier, VerifyError};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use init::deploy::Disk;
-use init::updater::{Options, Outcome, Updater};
+use init::node::updater::{Options, Outcome, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy, HttpFetcher};
 use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
@@ -292,9 +292,18 @@ impl World {
         let mut verifier = Verifier::open(&disk.trust_dir(), &fs::read(&root)?)?;
         let source = DirFetcher::new(repo_dir);
         let verified = verifier.update(&source, SystemTime::now())?;
-        let packages = init::install::node_packages(&verified)?;
-        let record =
-            init::install::build_deployment(&disk, &verified, &packages, &source, &|_, _| {})?;
+        let packages = init::deploy::node_packages(&verified)?;
+        let record = init::deploy::Build {
+            disk: &disk,
+            repo: &verified,
+            packages: &packages,
+            plan: &init::deploy::Plan::fresh(&packages),
+            source: &source,
+            running: None,
+            progress: None,
+        }
+        .run_fresh()?
+        .record;
         disk.activate(&record.id, false)?;
         Ok(World {
             dir,
@@ -455,7 +464,7 @@ fn main() -> Result<()> {
             let e = e?;
             fs::copy(e.path(), disk.trust_dir().join(e.file_name()))?;
         }
-        init::install::sync_tree_fs(&world.partition)?;
+        init::deploy::build::sync_filesystem(&world.partition)?;
         let mut updater = world.updater()?;
         let wire0 = world.proxy.bytes();
         let started = Instant::now();
@@ -491,8 +500,17 @@ fn main() -> Result<()> {
             &fs::read(world.repo.dir().join("metadata/1.root.json"))?,
         )?;
         let verified = verifier.update(&http, SystemTime::now())?;
-        let packages = init::install::node_packages(&verified)?;
-        init::install::build_deployment(&scratch, &verified, &packages, &http, &|_, _| {})?;
+        let packages = init::deploy::node_packages(&verified)?;
+        init::deploy::Build {
+            disk: &scratch,
+            repo: &verified,
+            packages: &packages,
+            plan: &init::deploy::Plan::fresh(&packages),
+            source: &http,
+            running: None,
+            progress: None,
+        }
+        .run_fresh()?;
         full_times.push(started.elapsed());
         std::thread::sleep(Duration::from_millis(200));
         full_wire = world.proxy.bytes() - wire0;

@@ -52,4 +52,23 @@ impl Fetcher for DirFetcher {
     fn location(&self, relative_path: &str) -> String {
         self.base.join(relative_path).display().to_string()
     }
+
+    /// A local file can always be continued where it was left; whether it
+    /// is still the same file is for the caller's hash check to say.
+    fn fetch_from(
+        &self,
+        relative_path: &str,
+        offset: u64,
+        _validator: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        let mut reader = self.fetch(relative_path, max_len)?;
+        let location = self.location(relative_path);
+        let skipped = io::copy(&mut (&mut reader).take(offset), &mut io::sink())
+            .map_err(|e| FetchError::from_io(&location, e))?;
+        if skipped < offset {
+            return Err(FetchError::Changed { location });
+        }
+        Ok(reader)
+    }
 }

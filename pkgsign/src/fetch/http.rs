@@ -111,36 +111,6 @@ impl HttpFetcher {
         }
         Ok(Some(limited(body, max_len, url)?))
     }
-
-    /// Continues a download that an earlier run stopped after `offset`
-    /// bytes: asks for `Range: bytes=<offset>-` with `If-Range: <validator>`
-    /// (the entity tag the file must still have) and yields the rest of the
-    /// file, at most `max_len - offset` bytes (`max_len` is the whole file's
-    /// limit). Breaks in this run are resumed as in [`Fetcher::fetch`]. A
-    /// server whose file no longer matches `validator` answers with the
-    /// whole file, which is [`FetchError::Changed`]: start again from 0.
-    pub fn fetch_from(
-        &self,
-        relative_path: &str,
-        offset: u64,
-        validator: &str,
-        max_len: u64,
-    ) -> Result<Box<dyn Read + Send>, FetchError> {
-        check_relative_path(relative_path)?;
-        let url = self.url(relative_path);
-        if offset == 0 {
-            return self.fetch(relative_path, max_len);
-        }
-        if offset > max_len {
-            return Err(FetchError::TooLong {
-                location: url,
-                limit: max_len,
-            });
-        }
-        let mut body = self.body(url.clone(), offset, Some(validator.to_string()));
-        body.connect()?;
-        limited(body, max_len, url)
-    }
 }
 
 /// Refuses a body whose announced total exceeds `max_len` before reading
@@ -174,6 +144,36 @@ impl Fetcher for HttpFetcher {
 
     fn location(&self, relative_path: &str) -> String {
         self.url(relative_path)
+    }
+
+    /// Continues a download that an earlier run stopped after `offset`
+    /// bytes: asks for `Range: bytes=<offset>-` with `If-Range: <validator>`
+    /// (the entity tag the file must still have) and yields the rest of the
+    /// file, at most `max_len - offset` bytes (`max_len` is the whole file's
+    /// limit). Breaks in this run are resumed as in [`Fetcher::fetch`]. A
+    /// server whose file no longer matches `validator` answers with the
+    /// whole file, which is [`FetchError::Changed`]: start again from 0.
+    fn fetch_from(
+        &self,
+        relative_path: &str,
+        offset: u64,
+        validator: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        check_relative_path(relative_path)?;
+        let url = self.url(relative_path);
+        if offset == 0 {
+            return self.fetch(relative_path, max_len);
+        }
+        if offset > max_len {
+            return Err(FetchError::TooLong {
+                location: url,
+                limit: max_len,
+            });
+        }
+        let mut body = self.body(url.clone(), offset, Some(validator.to_string()));
+        body.connect()?;
+        limited(body, max_len, url)
     }
 }
 

@@ -76,6 +76,25 @@ pub trait Fetcher: Send + Sync {
 
     /// Where `relative_path` lives, for messages (a path or a URL).
     fn location(&self, relative_path: &str) -> String;
+
+    /// Continues a file an earlier attempt stopped after `offset` bytes,
+    /// provided it is still the file with entity tag `validator` (quotes
+    /// included, as in `If-Range`); yields the bytes after `offset`, at
+    /// most `max_len - offset` (`max_len` limits the whole file). A source
+    /// that cannot continue, or whose file changed, answers
+    /// [`FetchError::Changed`]: start again from the first byte.
+    fn fetch_from(
+        &self,
+        relative_path: &str,
+        offset: u64,
+        validator: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn Read + Send>, FetchError> {
+        let _ = (offset, validator, max_len);
+        Err(FetchError::Changed {
+            location: self.location(relative_path),
+        })
+    }
 }
 
 /// Reads a whole file of at most `max_len` bytes.

@@ -2,9 +2,13 @@
 //! staging directory beside the destination, then an atomic swap.
 //!
 //! ```text
-//! source → length limit → sha256 (reader thread) → gunzip → checked tar
-//! entries → DEST.staging-… → hash/length compare → syncfs → swap → old tree removed
+//! source → length limit → verified (sha256 + length, reader thread) → gunzip
+//! → checked tar entries → DEST.staging-… → syncfs → swap → old tree removed
 //! ```
+//!
+//! The hash and length are checked by [`crate::verified::VerifiedReader`]
+//! when the stream ends; the installer reads every package to its end, so
+//! nothing is committed unless every byte was the signed one.
 //!
 //! Any failure removes the staging directory and leaves the destination
 //! as it was.
@@ -17,14 +21,12 @@ use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use sha2::{Digest, Sha256};
-
 pub use extract::{extract_tar, ExtractError, ExtractPolicy, ExtractStats};
 pub use manifest::{verify_tree, EntryKind, Manifest, ManifestEntry, TreeError, TreeProblem};
 pub use swap::remove_tree;
 
 use crate::fetch::{FetchError, Fetcher};
-use crate::metadata::Sha256Digest;
+use crate::verified::{Expected, Mismatch, VerifiedReader};
 use crate::verify::VerifiedPackage;
 
 /// Why an install failed. The destination is unchanged in every case.
@@ -42,18 +44,13 @@ pub enum InstallError {
         #[source]
         source: ExtractError,
     },
-    #[error("package {package}: sha256 {found} differs from the signed {expected}{}", .also.as_deref().map(|a| format!(" (and the archive failed: {a})")).unwrap_or_default())]
-    WrongHash {
-        package: String,
-        expected: Sha256Digest,
-        found: Sha256Digest,
-        also: Option<String>,
-    },
-    #[error("package {package}: {found} bytes, signed length is {expected}")]
-    WrongLength {
-        package: String,
-        expected: u64,
-        found: u64,
+    /// The package was not the signed one; when its archive also failed
+    /// to extract, that is said too (the mismatch is the reason).
+    #[error("{source}{}", .also.as_ref().map(|a| format!(" (and the archive failed: {a})")).unwrap_or_default())]
+    Mismatch {
+        #[source]
+        source: Mismatch,
+        also: Option<Box<ExtractError>>,
     },
     #[error("{path}: {source}")]
     Io {
@@ -181,12 +178,6 @@ fn set_root_mode(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// What the reader thread saw.
-struct Fetched {
-    length: u64,
-    digest: Sha256Digest,
-}
-
 const CHUNK: usize = 1 << 20;
 
 /// Streams one package into `root`.
@@ -212,11 +203,12 @@ fn install_one(
             source,
         })?;
     let location = fetcher.location(&info.path);
+    let source = VerifiedReader::new(source, Expected::of_package(package));
 
     std::thread::scope(|scope| {
         let (data_tx, data_rx) = sync_channel::<Vec<u8>>(8);
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(10);
-        let reader = scope.spawn(move || read_and_hash(source, data_tx, spare_rx, &location));
+        let reader = scope.spawn(move || read_chunks(source, data_tx, spare_rx));
         let mut chunks = ChunkReader {
             data: data_rx,
             spare: spare_tx,
@@ -229,34 +221,26 @@ fn install_one(
             let gunzip = flate2::bufread::MultiGzDecoder::new(&mut chunks);
             extract_tar(gunzip, root, prefix, &policy, manifest)
         };
-        // Read what is left so the whole file is hashed and its length checked.
+        // Read what is left so the whole file is verified.
         let drained = chunks.drain();
         drop(chunks);
-        let fetched = match reader.join() {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Io {
-                location: info.path.clone(),
-                source: io::Error::other("reader thread panicked"),
-            }),
-        };
-        let fetched = fetched.map_err(|source| InstallError::Fetch {
-            package: name.clone(),
-            source,
-        })?;
-        if fetched.length != info.length {
-            return Err(InstallError::WrongLength {
-                package: name,
-                expected: info.length,
-                found: fetched.length,
-            });
-        }
-        if fetched.digest != info.hashes.sha256 {
-            return Err(InstallError::WrongHash {
-                package: name,
-                expected: info.hashes.sha256,
-                found: fetched.digest,
-                also: extracted.as_ref().err().map(|e| e.to_string()),
-            });
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+        match read.map_err(Mismatch::take) {
+            Ok(()) => {}
+            Err(Ok(mismatch)) => {
+                return Err(InstallError::Mismatch {
+                    source: mismatch,
+                    also: extracted.err().map(Box::new),
+                })
+            }
+            Err(Err(e)) => {
+                return Err(InstallError::Fetch {
+                    package: name,
+                    source: FetchError::from_io(&location, e),
+                })
+            }
         }
         drained.map_err(|source| InstallError::Io {
             path: root.to_path_buf(),
@@ -269,16 +253,14 @@ fn install_one(
     })
 }
 
-/// Reader thread: reads the source in large chunks, hashes them and passes
-/// them on. Stops early (without error) when the consumer hangs up.
-fn read_and_hash(
-    mut source: Box<dyn Read + Send>,
+/// Reader thread: reads the verified source in large chunks and passes
+/// them on; verification happens as the source reaches its end. Stops
+/// early (without error) when the consumer hangs up.
+fn read_chunks(
+    mut source: VerifiedReader<Box<dyn Read + Send>>,
     data: SyncSender<Vec<u8>>,
     spare: Receiver<Vec<u8>>,
-    location: &str,
-) -> Result<Fetched, FetchError> {
-    let mut hasher = Sha256::new();
-    let mut length = 0u64;
+) -> io::Result<()> {
     loop {
         let mut buf = spare
             .try_recv()
@@ -290,23 +272,14 @@ fn read_and_hash(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FetchError::from_io(location, e)),
+                Err(e) => return Err(e),
             }
         }
         buf.truncate(filled);
-        hasher.update(&buf);
-        length += filled as u64;
-        if filled == 0 {
-            break;
-        }
-        if data.send(buf).is_err() {
-            break;
+        if filled == 0 || data.send(buf).is_err() {
+            return Ok(());
         }
     }
-    Ok(Fetched {
-        length,
-        digest: Sha256Digest(hasher.finalize().into()),
-    })
 }
 
 /// The consuming end: a `BufRead` over the chunks (no copying).

@@ -9,8 +9,8 @@
 mod envelope;
 mod roles;
 
-pub use floor::time::{parse_expiry, TimeError};
 pub use envelope::{add_signatures, sign_document, Envelope, SignatureEntry, MAX_SIGNATURES};
+pub use floor::time::{parse_expiry, TimeError};
 pub use roles::{
     valid_name, valid_target_path, Hashes, KeyEntry, KeyValue, Keyring, MetaInfo, Role, RoleKeys,
     RoleType, Root, Sha256Digest, Snapshot, SnapshotMeta, TargetInfo, Targets, Timestamp,

@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use floor::Timestamp as Time;
 use super::MetadataError;
 use crate::keys::{parse_lower_hex32, KeyId, PublicKey};
+use floor::Timestamp as Time;
 
 /// The only `spec_version` we write and accept.
 pub const SPEC_VERSION: &str = "1.0";
@@ -56,6 +56,12 @@ impl Sha256Digest {
     pub fn of(bytes: &[u8]) -> Self {
         use sha2::Digest;
         Sha256Digest(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// The strong entity tag a repository server gives a file with this
+    /// content (`"<hex>"`, quotes included; DESIGN.md §2).
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", hex::encode(self.0))
     }
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use pkgsign::keys::SecretKey;
 use floor::Timestamp;
+use pkgsign::keys::SecretKey;
 use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use sha2::{Digest, Sha256};

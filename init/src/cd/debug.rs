@@ -64,7 +64,7 @@ pub fn start_ssh(keys: &[String]) {
         console::line("debug: this CD has no ssh server; use the console");
         return;
     }
-    match crate::staffkeys::install(std::path::Path::new("/"), keys) {
+    match crate::staff_keys::install(std::path::Path::new("/"), keys) {
         Ok(_) if keys.is_empty() => console::line("debug: ssh is up but the boot server gave no staff keys; nobody can log in until it does"),
         Ok(_) => console::line(&format!("debug: ssh on port 22 for {} staff key(s)", keys.len())),
         Err(e) => console::line(&format!("debug: staff keys: {e:#}")),

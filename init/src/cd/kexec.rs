@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
 
-use crate::handover::Handover;
+use crate::handover_note::Handover;
 
 /// Where the hand-over note sits in the kexec initramfs.
 pub const KEXEC_NOTE: &str = "/etc/plnode/kexec-handover.json";

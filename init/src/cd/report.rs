@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use config::api::{paths, Empty, FailureReport, ProgressEvent, ProgressReport, RunLevel};
 use config::Timestamp;
 
+use crate::boot_server::ServerClient;
 use crate::console;
-use crate::server::ServerClient;
 
 /// Posts progress to the server in the background.
 #[derive(Clone)]

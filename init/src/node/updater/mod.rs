@@ -9,13 +9,14 @@
 //!    timestamp is asked for conditionally, so a check that finds nothing
 //!    new costs two small requests ([`metadata`]);
 //! 2. compares the deployment the signed packages make
-//!    ([`crate::install::deployment_id`]) with the running one, the staged
+//!    ([`crate::deploy::deployment_id`]) with the running one, the staged
 //!    one and the denylist, and waits while the running one is on trial;
 //! 3. checks that the new deployment fits ([`space`]), downloads only the
 //!    packages whose hashes changed into `/plnode/cache`, resumable across
-//!    runs ([`download`]), copies the unchanged ones from the running
-//!    deployment ([`reuse`]), builds the deployment beside the running one
-//!    and points `staged` at it ([`stage`]);
+//!    runs (pkgsign's [`PackageCache`]), builds the deployment beside the
+//!    running one with the one deployment builder ([`crate::deploy::Build`]:
+//!    unchanged packages are copied from the running deployment and
+//!    checked) and points `staged` at it;
 //! 4. persists the verified metadata, tells the server
 //!    (`UpdateEvent::Staged`), and with `--reboot` asks PID 1 for an
 //!    orderly reboot, after which the CD verifies and activates it.
@@ -25,12 +26,9 @@
 //! the server cannot be reached the node keeps running what it has and
 //! retries with growing, jittered intervals ([`schedule`]).
 
-pub mod download;
 pub mod metadata;
-pub mod reuse;
 pub mod schedule;
 pub mod space;
-pub mod stage;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -46,13 +44,13 @@ use pkgsign::verify::VerifyError;
 use pkgsign::{VerifiedPackage, Verifier};
 use serde::{Deserialize, Serialize};
 
+use crate::boot_server::ServerClient;
 use crate::console::{self, StepStatus};
-use crate::deploy::{DeploymentId, Disk};
+use crate::deploy::{self, BuildError, DeploymentId, Disk, Plan};
+use crate::handover_note::{Handover, HANDOVER_FILE};
 use floor::durable::write_atomic;
-use crate::handover::{Handover, HANDOVER_FILE};
-use crate::server::ServerClient;
-use download::{Cache, DownloadError};
 use metadata::{MetadataSource, Traffic};
+use pkgsign::cache::{CacheError, PackageCache};
 pub use schedule::{Schedule, Wait};
 use space::{human, SpaceNeeds};
 
@@ -81,20 +79,23 @@ impl Options {
     }
 }
 
+/// An error from below, kept whole (its causes are printed with it).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a check did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
     /// The boot server could not be reached (or failed): retried later with
     /// a growing interval; a partial download is kept.
-    #[error("the boot server cannot be reached: {0}")]
-    Unreachable(String),
+    #[error("the boot server cannot be reached")]
+    Unreachable(#[source] Cause),
     /// The signed metadata failed verification (or the server has none).
-    #[error("the signed metadata was refused: {0}")]
-    Metadata(String),
+    #[error("the signed metadata was refused")]
+    Metadata(#[source] Cause),
     /// A package did not match its signed length or hash, or did not
     /// extract safely.
-    #[error("a package was refused: {0}")]
-    PackageRefused(String),
+    #[error("a package was refused")]
+    PackageRefused(#[source] Cause),
     /// The new deployment does not fit on the partition.
     #[error("not enough space on {partition} to stage {deployment}: {} needed ({} to download, {} of content, margin and {} reserve), {} free", human(.needs.required()), human(.needs.download), human(.needs.content), human(space::RESERVE_BYTES), human(*.free))]
     NoSpace {
@@ -104,7 +105,7 @@ pub enum UpdateError {
         free: u64,
     },
     /// The node's own files: a missing config, a damaged record, a write error.
-    #[error("{0:#}")]
+    #[error(transparent)]
     Local(anyhow::Error),
 }
 
@@ -210,7 +211,7 @@ const CACHE_DIR: &str = "cache";
 pub struct Updater {
     options: Options,
     disk: Disk,
-    cache: Cache,
+    cache: PackageCache,
     server: ServerClient,
     urls: Vec<ServerUrl>,
     /// Index into `urls` of the server the repository is fetched from;
@@ -230,24 +231,36 @@ fn classify(e: VerifyError) -> UpdateError {
     match &e {
         VerifyError::Fetch { source, .. } => match source {
             FetchError::Network { .. } | FetchError::Io { .. } | FetchError::TooSlow { .. } => {
-                UpdateError::Unreachable(e.to_string())
+                UpdateError::Unreachable(e.into())
             }
             FetchError::Status { status, .. } if *status >= 500 => {
-                UpdateError::Unreachable(e.to_string())
+                UpdateError::Unreachable(e.into())
             }
-            _ => UpdateError::Metadata(e.to_string()),
+            _ => UpdateError::Metadata(e.into()),
         },
-        VerifyError::State { .. } => UpdateError::Local(anyhow!("{e}")),
-        _ => UpdateError::Metadata(e.to_string()),
+        VerifyError::State { .. } => UpdateError::Local(e.into()),
+        _ => UpdateError::Metadata(e.into()),
     }
 }
 
-impl From<DownloadError> for UpdateError {
-    fn from(e: DownloadError) -> UpdateError {
+impl From<CacheError> for UpdateError {
+    fn from(e: CacheError) -> UpdateError {
         match e {
-            DownloadError::Network { .. } => UpdateError::Unreachable(e.to_string()),
-            DownloadError::Refused { .. } => UpdateError::PackageRefused(e.to_string()),
-            DownloadError::Local { .. } => UpdateError::Local(anyhow!("{e}")),
+            CacheError::Network { .. } => UpdateError::Unreachable(e.into()),
+            CacheError::Mismatch(_) | CacheError::TooLong { .. } => {
+                UpdateError::PackageRefused(e.into())
+            }
+            CacheError::Local { .. } => UpdateError::Local(e.into()),
+        }
+    }
+}
+
+impl From<BuildError> for UpdateError {
+    fn from(e: BuildError) -> UpdateError {
+        if e.is_package_refused() {
+            UpdateError::PackageRefused(e.into())
+        } else {
+            UpdateError::Local(e.into())
         }
     }
 }
@@ -275,7 +288,7 @@ impl Updater {
             Some((config.node_id, config.key.clone())),
         )?;
         Ok(Updater {
-            cache: Cache::new(&options.partition.join(CACHE_DIR)),
+            cache: PackageCache::new(options.partition.join(CACHE_DIR)),
             options,
             disk,
             server,
@@ -292,13 +305,14 @@ impl Updater {
 
     fn repository(&self) -> Result<HttpFetcher, UpdateError> {
         let url = &self.urls[self.url_index % self.urls.len()];
-        let base = crate::reinstall::repo_base(url);
+        let base = crate::boot_server::repo_base(url);
         HttpFetcher::new(
             &base,
             self.server.http().clone(),
             self.options.download.clone(),
         )
-        .map_err(|e| local(anyhow!("repository URL {base}: {e}")))
+        .with_context(|| format!("repository URL {base}"))
+        .map_err(local)
     }
 
     /// Checks once for an update and stages it (see the module docs).
@@ -340,7 +354,7 @@ impl Updater {
         let root = std::fs::read(&root_path)
             .with_context(|| format!("reading the trusted root {}", root_path.display()))
             .map_err(local)?;
-        let mut verifier = Verifier::open(&trust, &root).map_err(|e| local(anyhow!("{e}")))?;
+        let mut verifier = Verifier::open(&trust, &root).map_err(|e| local(e.into()))?;
         let http = self.repository()?;
         let source = MetadataSource::new(&http, &trust, self.traffic.clone());
         let update = verifier
@@ -348,17 +362,17 @@ impl Updater {
             .map_err(classify)?;
         let repo = update.repo().clone();
         let unchanged = verifier.trusted_repo().as_ref() == Some(&repo);
-        let packages = crate::install::node_packages(&repo)
-            .map_err(|e| UpdateError::Metadata(format!("{e:#}")))?;
-        let target = crate::install::deployment_id(&packages)
-            .map_err(|e| UpdateError::Metadata(format!("{e:#}")))?;
+        let packages = deploy::node_packages(&repo).map_err(|e| UpdateError::Metadata(e.into()))?;
+        let target =
+            deploy::deployment_id(&packages).map_err(|e| UpdateError::Metadata(e.into()))?;
         let persist = move || -> Result<(), UpdateError> {
             if unchanged {
                 return Ok(());
             }
             verifier
                 .commit(update)
-                .map_err(|e| local(anyhow!("persisting the verified metadata: {e}")))
+                .context("persisting the verified metadata")
+                .map_err(local)
         };
 
         if target == current {
@@ -428,7 +442,7 @@ impl Updater {
 
         // The deployment may be on disk already (staff went back to `previous`).
         if let Ok(record) = self.disk.record(target) {
-            if crate::install::check_deployment(&self.disk, &record, true).is_ok() {
+            if crate::deploy::check_deployment(&self.disk, &record, true).is_ok() {
                 self.disk.set_link("staged", target).map_err(local)?;
                 return Ok(Outcome::Staged {
                     deployment: target.clone(),
@@ -446,36 +460,34 @@ impl Updater {
         }
 
         let running = self.disk.record(current).map_err(local)?;
-        let plan = stage::Plan::new(packages, &running);
-        self.ensure_space(plan.needs(&self.cache), target, current)?;
-        for name in self.cache.retain(&plan.download) {
+        let plan = Plan::against(packages, &running);
+        self.ensure_space(space::needs(&plan, &self.cache), target, current)?;
+        for name in self.cache.retain(&plan.install) {
             console::line(&format!("updater: removed the stale download {name}"));
         }
-        for p in &plan.download {
-            let fetched = self.cache.fetch(http, p, &self.traffic)?;
+        for p in &plan.install {
+            let fetched = self.cache.ensure(http, p, self.traffic.as_ref())?;
             console::line(&format!(
                 "updater: package {} {}: {} downloaded and verified{}",
                 p.name(),
                 p.info().version,
-                human(fetched),
-                if fetched < p.info().length {
-                    format!(
-                        " ({} kept from an earlier try)",
-                        human(p.info().length - fetched)
-                    )
+                human(fetched.downloaded),
+                if fetched.kept > 0 {
+                    format!(" ({} kept from an earlier try)", human(fetched.kept))
                 } else {
                     String::new()
                 }
             ));
         }
-        let build = stage::Build {
+        let from_cache = self.cache.fetcher();
+        let build = deploy::Build {
             disk: &self.disk,
             repo,
             packages,
-            id: target,
             plan: &plan,
-            running: &running,
-            cache: &self.cache,
+            source: &from_cache,
+            running: Some(&running),
+            progress: None,
         };
         let (disk, cache, traffic) = (&self.disk, &self.cache, &self.traffic);
         let mut fetch_instead = |p: &VerifiedPackage| -> Result<(), UpdateError> {
@@ -494,16 +506,20 @@ impl Updater {
                     free,
                 });
             }
-            cache
-                .fetch(http, p, traffic)
-                .map(|_| ())
-                .map_err(Into::into)
+            cache.ensure(http, p, traffic.as_ref())?;
+            Ok(())
         };
-        let built = build.run(&mut fetch_instead);
-        let (_record, fetched_instead) = built?;
+        let built = build.run(&mut fetch_instead)?;
+        if &built.record.id != target {
+            return Err(local(anyhow!(
+                "built {} where {target} was expected",
+                built.record.id
+            )));
+        }
         self.disk.set_link("staged", target).map_err(local)?;
         self.cache.retain(&[]);
-        let mut downloaded = plan.downloaded_names();
+        let fetched_instead = built.fetched_instead;
+        let mut downloaded = plan.installed_names();
         downloaded.extend(fetched_instead.iter().cloned());
         let reused = plan
             .reused_names()
@@ -669,12 +685,15 @@ impl Updater {
                 console::step(
                     step,
                     StepStatus::Fail,
-                    &format!("{e}; keeping the running deployment [{cost}]"),
+                    &format!(
+                        "{}; keeping the running deployment [{cost}]",
+                        floor::report::error_line(e)
+                    ),
                 );
             }
             Err(e) => {
-                console::step(step, StepStatus::Fail, &format!("{e} [{cost}]"));
-                let text = e.to_string();
+                let text = floor::report::error_line(e);
+                console::step(step, StepStatus::Fail, &format!("{text} [{cost}]"));
                 let mut reported = self.reported();
                 if reported.last_failure.as_deref() != Some(text.as_str()) {
                     let (os, deployment) = match e {
@@ -750,64 +769,25 @@ pub fn request_reboot(deployment: &DeploymentId) {
     }
 }
 
-/// `init update`: the command line of the updater.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UpdateArgs {
-    /// The node's partition: node.toml, trust/ (verifier state and the boot
-    /// server CA), deployments/, and the current/previous/staged links.
-    #[arg(long, default_value = "/plnode")]
-    pub partition: PathBuf,
-    /// The CD's hand-over note (server URLs when the node config names
-    /// none; the clock floor for certificate checks).
-    #[arg(long, default_value = HANDOVER_FILE)]
-    pub handover: PathBuf,
-    /// Keep checking: every --interval seconds (give or take half), and
-    /// while the server cannot be reached from --retry-min doubling up to
-    /// --retry-max seconds. Without it: check once and exit (status 1 on
-    /// failure).
-    #[arg(long)]
-    pub daemon: bool,
-    /// After staging a new deployment, ask PID 1 for an orderly reboot so
-    /// the CD verifies and activates it.
-    #[arg(long)]
-    pub reboot: bool,
-    /// Seconds between checks (jittered ±50%).
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
-    pub interval: u64,
-    /// First wait in seconds after the server could not be reached.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retry_min: u64,
-    /// Longest wait in seconds while the server cannot be reached.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retry_max: u64,
-}
-
-/// Runs `init update`.
-pub fn run_cli(args: UpdateArgs) -> anyhow::Result<()> {
-    console::init(console::Output::Stdout);
-    let options = Options {
-        partition: args.partition,
-        handover: args.handover,
-        reboot: args.reboot,
-        download: DownloadPolicy::default(),
-    };
+/// Runs the updater: one check (the result is the check's), or with a
+/// `schedule`, checks forever.
+pub fn run_service(options: Options, schedule: Option<Schedule>) -> anyhow::Result<()> {
     let mut updater = Updater::open(options)?;
-    if args.daemon {
-        let schedule = Schedule {
-            interval: Duration::from_secs(args.interval),
-            retry_min: Duration::from_secs(args.retry_min),
-            retry_max: Duration::from_secs(args.retry_max.max(args.retry_min)),
-        };
-        console::line(&format!(
-            "updater: checking {} every {} s (±50%), retrying from {} s up to {} s while it cannot be reached",
-            updater.urls.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "),
-            schedule.interval.as_secs(),
-            schedule.retry_min.as_secs(),
-            schedule.retry_max.as_secs()
-        ));
-        updater.run(&schedule, &mut |_, _| ControlFlow::Continue(()));
-        return Ok(());
-    }
-    // The decision is on the console already; the exit status tells a script.
-    updater.check().result.map(|_| ()).map_err(|e| anyhow!(e))
+    let Some(schedule) = schedule else {
+        // The decision is on the console already; the exit status tells a script.
+        return updater
+            .check()
+            .result
+            .map(|_| ())
+            .map_err(anyhow::Error::from);
+    };
+    console::line(&format!(
+        "updater: checking {} every {} s (±50%), retrying from {} s up to {} s while it cannot be reached",
+        updater.urls.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "),
+        schedule.interval.as_secs(),
+        schedule.retry_min.as_secs(),
+        schedule.retry_max.as_secs()
+    ));
+    updater.run(&schedule, &mut |_, _| ControlFlow::Continue(()));
+    Ok(())
 }

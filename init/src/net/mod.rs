@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use config::node::{Addressing, InterfaceChoice, NetworkConfig};
 
-use crate::dhcp::{self, Lease};
+pub mod dhcp;
+
 use crate::hardware::{self, Nic};
+use dhcp::Lease;
 
 /// The network as configured.
 #[derive(Debug, Clone)]

@@ -5,6 +5,20 @@
 //! `debug` state with the reason on the console and at the server. In
 //! `debug` (and `disabled`) the node keeps checking in; when the admins
 //! change its state, it reboots into the new one. PID 1 never exits.
+//!
+//! The wing's parts: [`steps`] (markers and failures), [`config_discovery`]
+//! (where the node config comes from), [`reinstall`] with [`disk`]
+//! (partitioning), the hand-over by [`switch_root`] or [`kexec`],
+//! [`debug`] (ssh for staff) and [`report`] (progress to the server).
+
+pub mod config_discovery;
+pub mod debug;
+pub mod disk;
+pub mod kexec;
+pub mod reinstall;
+pub mod report;
+pub mod steps;
+pub mod switch_root;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,45 +34,21 @@ use config::node::{NodeConfig, ServerUrl};
 use config::Timestamp;
 
 use crate::blockdev::{FsKind, Mounted};
-use crate::cmdline::Cmdline;
+use crate::boot_server::{ServerClient, ServerError};
 use crate::console::{self, StepStatus};
 use crate::deploy::{self, BootChoice, Denied, Disk};
-use crate::handover::{self, Handover};
-use crate::nodecfg::{self, Found};
-use crate::reinstall::{self, DISK_MOUNT};
-use crate::report::Reporter;
-use crate::server::{ServerClient, ServerError};
-use crate::{clock, debug, disk, install, kexec, modprobe, net, pid1, proc};
+use crate::handover_note::Handover;
+use crate::kernel_cmdline::Cmdline;
+use crate::{clock, modprobe, net, pid1, proc};
+use config_discovery::Found;
+use reinstall::DISK_MOUNT;
+use report::Reporter;
+pub use steps::{step, Failure};
 
 /// The CD's description of itself, in the signed initramfs.
 pub const CD_INFO: &str = "/etc/plnode/cd.toml";
 /// The boot server CA: the only TLS trust root.
 pub const CD_CA: &str = "/etc/plnode/ca.pem";
-
-/// A step that failed, and why.
-#[derive(Debug)]
-pub struct Failure {
-    pub step: &'static str,
-    pub error: anyhow::Error,
-}
-
-/// Runs `f` as step `name`, printing its start and end markers.
-pub fn step<T>(
-    name: &'static str,
-    f: impl FnOnce() -> anyhow::Result<(T, String)>,
-) -> Result<T, Failure> {
-    console::step(name, StepStatus::Start, "");
-    match f() {
-        Ok((value, detail)) => {
-            console::step(name, StepStatus::Ok, &detail);
-            Ok(value)
-        }
-        Err(error) => {
-            console::step(name, StepStatus::Fail, &format!("{error:#}"));
-            Err(Failure { step: name, error })
-        }
-    }
-}
 
 /// Why the sequence stopped short of a hand-over.
 enum Stop {
@@ -128,7 +118,7 @@ fn load_modules() -> anyhow::Result<((), String)> {
 
 fn find_config(cmdline: &Cmdline) -> Result<Option<Found>, Failure> {
     console::step("config", StepStatus::Start, "");
-    match nodecfg::discover(cmdline) {
+    match config_discovery::discover(cmdline) {
         Ok(Some(found)) => {
             for w in &found.warnings {
                 tracing::warn!("{w}");
@@ -327,7 +317,7 @@ fn mount_installed() -> anyhow::Result<(Mounted, Disk)> {
     let part = disk::find_root_partition(Path::new("/sys/block")).ok_or_else(|| {
         anyhow!(
             "no installed system: no partition labelled {} on any disk (set the node to reinstall)",
-            nodecfg::ROOT_LABEL
+            config_discovery::ROOT_LABEL
         )
     })?;
     let mounted = Mounted::new(&part.dev, Path::new(DISK_MOUNT), FsKind::Ext, false)?;
@@ -397,7 +387,7 @@ fn boot_installed(
             return Ok(((), format!("staged {staged} is on the denylist; ignored")));
         }
         let record = disk.record(&staged)?;
-        install::check_deployment(&disk, &record, true).with_context(|| {
+        deploy::check_deployment(&disk, &record, true).with_context(|| {
             format!("the staged deployment {staged} does not match its manifests")
         })?;
         disk.activate(&staged, true)?;
@@ -459,7 +449,7 @@ fn boot_installed(
             BootChoice::Current { id, trial } => (id, trial),
         };
         let record = disk.record(&id)?;
-        install::check_deployment(&disk, &record, boot.cmdline.full_check)?;
+        deploy::check_deployment(&disk, &record, boot.cmdline.full_check)?;
         if let Some(left) = trial {
             disk.set_bootcount(&deploy::BootCount {
                 deployment: id.clone(),
@@ -491,7 +481,7 @@ fn boot_installed(
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let kernel_dir = disk.deployment_path(&record.id).join("kernel");
-    let installed_kernels = handover::kernel_releases(&kernel_dir);
+    let installed_kernels = switch_root::kernel_releases(&kernel_dir);
     // The deployment's kernel, when it is not the one running: its modules
     // cannot load into this one, so the hand-over goes through kexec.
     let other_kernel = installed_kernels
@@ -571,7 +561,7 @@ fn hand_over(
     note: &Handover,
 ) -> Result<std::convert::Infallible, Failure> {
     std::mem::forget(mounted);
-    let error = handover::switch_root(disk, record, note);
+    let error = switch_root::switch_root(disk, record, note);
     console::step("boot/handover", StepStatus::Fail, &format!("{error:#}"));
     Err(Failure {
         step: "boot/handover",
@@ -607,7 +597,7 @@ fn continue_after_kexec(id: &str) -> Result<std::convert::Infallible, Failure> {
         )));
     }
     let record = disk
-        .record(&deploy::DeploymentId::new(id).map_err(fail)?)
+        .record(&deploy::DeploymentId::new(id).map_err(|e| fail(e.into()))?)
         .map_err(fail)?;
     console::step(
         "boot/kexec",
@@ -650,9 +640,9 @@ fn unregistered(boot: &Boot) -> Stop {
                 )),
             }
         }
-        console::line(&format!("no node config (attempt {round}/{ROUNDS}): register this node and put its config on the CD or a USB stick labelled {}; looking again in 30 s", nodecfg::CONFIG_LABEL));
+        console::line(&format!("no node config (attempt {round}/{ROUNDS}): register this node and put its config on the CD or a USB stick labelled {}; looking again in 30 s", config_discovery::CONFIG_LABEL));
         std::thread::sleep(Duration::from_secs(30));
-        if let Ok(Some(found)) = nodecfg::discover(&boot.cmdline) {
+        if let Ok(Some(found)) = config_discovery::discover(&boot.cmdline) {
             return Stop::Reboot(format!(
                 "a node config appeared on {}: rebooting to use it",
                 found.source
@@ -727,7 +717,7 @@ fn sequence(boot: &mut Boot) -> Result<std::convert::Infallible, Stop> {
     match response.boot_state {
         BootState::Reinstall => {
             let started = Instant::now();
-            let repo_base = reinstall::repo_base(
+            let repo_base = crate::boot_server::repo_base(
                 server
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -808,7 +798,7 @@ fn idle_until_state_changes(
             continue;
         };
         if run_level == RunLevel::Debug {
-            let _ = crate::staffkeys::install(Path::new("/"), &resp.debug_ssh_keys);
+            let _ = crate::staff_keys::install(Path::new("/"), &resp.debug_ssh_keys);
         }
         let wanted = resp.boot_state;
         let changed = Some(wanted) != state_at_entry;

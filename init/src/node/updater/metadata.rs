@@ -65,6 +65,21 @@ impl Traffic {
     }
 }
 
+/// Package downloads into the cache count as this check's traffic.
+impl pkgsign::cache::Watch for Traffic {
+    fn request(&self) {
+        Traffic::request(self);
+    }
+    fn received(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn resumed(&self, package: &str, offset: u64) {
+        crate::console::line(&format!(
+            "updater: package {package}: continuing the download at byte {offset}"
+        ));
+    }
+}
+
 /// A stream that counts what it reads into [`Traffic`].
 pub struct Counted<R> {
     inner: R,
@@ -87,7 +102,7 @@ impl<R: Read> Read for Counted<R> {
 
 /// The entity tag the boot server gives a repository file (DESIGN.md §2).
 pub fn etag_of(sha256: &Sha256Digest) -> String {
-    format!("\"{}\"", hex::encode(sha256.0))
+    sha256.etag()
 }
 
 /// The verifier's fetcher for an update check (see the module docs).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::blockdev::{self, BlockDevice, DevKind};
-use crate::nodecfg::ROOT_LABEL;
+use crate::cd::config_discovery::ROOT_LABEL;
 use crate::proc;
 
 /// GPT partition name of the node's file system.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use config::NodeConfig;
 
 use crate::blockdev::{self, BlockDevice, DevKind, FsKind, Mounted};
-use crate::cmdline::Cmdline;
+use crate::kernel_cmdline::Cmdline;
 
 /// Label of a USB stick or partition made for node configs.
 pub const CONFIG_LABEL: &str = "PLNODE";
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn the_installed_disk_gets_toml_even_from_a_plnode_txt() {
         let usb = tempfile::tempdir().unwrap();
-        let example = include_str!("../../config/examples/plnode.txt");
+        let example = include_str!("../../../config/examples/plnode.txt");
         std::fs::write(usb.path().join("plnode.txt"), example).unwrap();
         let found = discover_in(&Cmdline::default(), &[&stick(usb.path())])
             .unwrap()

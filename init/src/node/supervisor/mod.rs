@@ -23,10 +23,11 @@ use config::node::{Addressing, NodeConfig};
 use config::Timestamp;
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::boot_server::ServerClient;
 use crate::console::{self, StepStatus};
-use crate::handover::{Handover, HANDOVER_FILE};
-use crate::server::ServerClient;
-use crate::{clock, dhcp, net, pid1, proc};
+use crate::handover_note::{Handover, HANDOVER_FILE};
+use crate::net::dhcp;
+use crate::{clock, net, pid1, proc};
 use services::Services;
 use spec::SupervisorSpec;
 
@@ -409,7 +410,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                         if opts.machine {
                             let _ = clock::apply_server_time(resp.server_time);
                         }
-                        match crate::staffkeys::install(&opts.root, &resp.debug_ssh_keys) {
+                        match crate::staff_keys::install(&opts.root, &resp.debug_ssh_keys) {
                             Ok(true) => console::line(&format!(
                                 "staff ssh keys updated ({} key(s))",
                                 resp.debug_ssh_keys.len()

@@ -41,19 +41,19 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(s.blocks_available().saturating_mul(s.fragment_size()))
 }
 
-/// Human-readable size, for messages.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
+pub use crate::deploy::build::human;
+
+/// Space a build plan takes at its peak, given what the cache already holds.
+pub fn needs(plan: &crate::deploy::Plan, cache: &pkgsign::cache::PackageCache) -> SpaceNeeds {
+    let all = plan.install.iter().chain(plan.reuse.iter().map(|(p, _)| p));
+    SpaceNeeds {
+        download: plan
+            .install
+            .iter()
+            .map(|p| p.info().length - cache.have(p))
+            .sum(),
+        content: all.map(|p| p.info().unpacked_limit()).sum(),
     }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]

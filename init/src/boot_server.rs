@@ -250,3 +250,8 @@ pub fn fresh_nonce() -> Nonce {
     }
     Nonce::from_random_bytes(b)
 }
+
+/// The repository base URL on a boot server.
+pub fn repo_base(server: &config::node::ServerUrl) -> String {
+    server.join(config::api::paths::REPO)
+}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{mknod, Mode, SFlag};
 use pkgsign::install::{verify_tree, EntryKind, Manifest, ManifestEntry};
-use sha2::{Digest, Sha256};
+use pkgsign::verified::{Expected, Mismatch, VerifiedReader};
 
 /// Why a tree could not be reused.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,14 @@ pub enum ReuseError {
     /// The running deployment's copy no longer matches what was installed.
     #[error("{path} differs from what was installed: {problem}")]
     Changed { path: String, problem: String },
+    /// The finished copy does not match the manifest (a bug or a disk
+    /// that lost writes: the copy is not used).
+    #[error("the copy in {} does not match the manifest", path.display())]
+    CopyDiffers {
+        path: PathBuf,
+        #[source]
+        source: pkgsign::install::TreeError,
+    },
     /// Writing the copy failed (for example, the disk is full).
     #[error("{}: {source}", path.display())]
     Io {
@@ -134,9 +142,9 @@ pub fn copy_installed_tree(from: &Path, to: &Path, manifest: &Manifest) -> Resul
         set_owner_and_mode(dst, entry, as_root)?;
     }
     fs::set_permissions(to, fs::Permissions::from_mode(root_mode & 0o7777)).map_err(io_err(to))?;
-    verify_tree(to, manifest, false).map_err(|e| ReuseError::Io {
+    verify_tree(to, manifest, false).map_err(|source| ReuseError::CopyDiffers {
         path: to.to_path_buf(),
-        source: io::Error::other(format!("the copy does not match the manifest: {e}")),
+        source,
     })?;
     Ok(copied)
 }
@@ -154,14 +162,17 @@ enum CopyError {
     Io(PathBuf, io::Error),
 }
 
-/// Copies one file, hashing it on the way; the content must be the
-/// manifest's (size and SHA-256).
+/// Copies one file through a [`VerifiedReader`]: the content must be the
+/// manifest's (size and SHA-256, recorded from the signed package).
 fn copy_file(src: &Path, dst: &Path, entry: &ManifestEntry) -> Result<u64, CopyError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |e| CopyError::Io(path, e)
     };
-    let mut input = OpenOptions::new()
+    let Some(sha256) = entry.sha256 else {
+        return Err(CopyError::Changed("the manifest has no hash for it".into()));
+    };
+    let input = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(src)
@@ -172,35 +183,31 @@ fn copy_file(src: &Path, dst: &Path, entry: &ManifestEntry) -> Result<u64, CopyE
         .mode(0o600)
         .open(dst)
         .map_err(io(dst))?;
-    let mut hasher = Sha256::new();
+    let expected = Expected::new(src.display().to_string(), entry.size, sha256);
+    let mut verified = VerifiedReader::new(input, expected);
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
-        let n = input.read(&mut buf).map_err(io(src))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > entry.size {
-            return Err(CopyError::Changed(format!(
-                "longer than the installed {} bytes",
-                entry.size
-            )));
-        }
-        hasher.update(&buf[..n]);
+        let n = match verified.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                return Err(match Mismatch::take(e) {
+                    Ok(Mismatch::WrongHash { .. }) => {
+                        CopyError::Changed("content changed since it was installed".into())
+                    }
+                    Ok(Mismatch::WrongLength {
+                        found, expected, ..
+                    }) => CopyError::Changed(format!("{found} bytes, installed {expected}")),
+                    Ok(Mismatch::TooLong { expected, .. }) => {
+                        CopyError::Changed(format!("longer than the installed {expected} bytes"))
+                    }
+                    Err(e) => CopyError::Io(src.to_path_buf(), e),
+                })
+            }
+        };
         output.write_all(&buf[..n]).map_err(io(dst))?;
-    }
-    if total != entry.size {
-        return Err(CopyError::Changed(format!(
-            "{total} bytes, installed {}",
-            entry.size
-        )));
-    }
-    let found = pkgsign::metadata::Sha256Digest(hasher.finalize().into());
-    if entry.sha256.as_ref() != Some(&found) {
-        return Err(CopyError::Changed(
-            "content changed since it was installed".into(),
-        ));
+        total += n as u64;
     }
     Ok(total)
 }

@@ -7,6 +7,17 @@
 //! deployment, never a half-written one. `previous` keeps the one before for
 //! rollback; `staged` is where the updater leaves a new deployment for the
 //! CD to activate; `bootcount.json` marks a deployment on trial.
+//!
+//! [`build`] makes a deployment from verified packages (the CD's reinstall
+//! and the updater both use it); [`reuse`] copies an unchanged package from
+//! the running deployment, checked against its manifest.
+
+pub mod build;
+pub mod reuse;
+
+pub use build::{
+    check_deployment, deployment_id, human, node_packages, Build, BuildError, Built, Plan,
+};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,15 +33,22 @@ use config::Timestamp;
 #[serde(try_from = "String", into = "String")]
 pub struct DeploymentId(String);
 
+/// A name that cannot be a deployment's directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a deployment id (letters, digits, `._-+`, not starting with `.`, at most 100)"
+)]
+pub struct DeploymentIdError(pub String);
+
 impl DeploymentId {
-    pub fn new(s: &str) -> anyhow::Result<DeploymentId> {
+    pub fn new(s: &str) -> Result<DeploymentId, DeploymentIdError> {
         let ok = !s.is_empty()
             && s.len() <= 100
             && !s.starts_with('.')
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
         if !ok {
-            bail!("`{s}` is not a deployment id");
+            return Err(DeploymentIdError(s.to_string()));
         }
         Ok(DeploymentId(s.to_string()))
     }

@@ -14,10 +14,11 @@ use pkgsign::fetch::{DownloadPolicy, Fetcher, HttpFetcher};
 use pkgsign::Verifier;
 
 use crate::blockdev::{self, FsKind, Mounted};
-use crate::bootmgr::{step, Failure};
-use crate::deploy::{DeploymentRecord, Disk};
-use crate::report::Reporter;
-use crate::{disk, install};
+use crate::cd::disk;
+use crate::cd::report::Reporter;
+use crate::cd::{step, Failure};
+use crate::deploy::{self, DeploymentRecord, Disk, Plan};
+use pkgsign::cache::{PackageCache, Watch};
 
 /// Where the installed disk is mounted while the CD works on it.
 pub const DISK_MOUNT: &str = "/run/plnode/disk";
@@ -140,7 +141,7 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
         let repo = verifier
             .update(&http, std::time::SystemTime::now())
             .map_err(|e| anyhow!("{e}"))?;
-        let packages = install::node_packages(&repo)?;
+        let packages = deploy::node_packages(&repo)?;
         let detail = format!(
             "targets={} {}",
             repo.targets_version,
@@ -156,18 +157,20 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
 
     // Fetch into RAM first when the packages fit, so a bad package never
     // costs the disk.
-    let total = install::total_length(&packages);
+    let total = deploy::build::total_length(&packages);
     let cached: Option<Box<dyn Fetcher>> = if total < free_ram() / 2 {
         let fetched = step("reinstall/download", || {
-            let f = install::prefetch(&http, &packages, Path::new(RAM_CACHE), &|done, total| {
-                reporter.progress(
-                    "reinstall/download",
-                    Some((10 + done * 40 / total.max(1)) as u8),
-                    format!("{done}/{total} bytes"),
-                );
-            })?;
+            let cache = PackageCache::new(RAM_CACHE);
+            let progress = DownloadProgress {
+                reporter,
+                total,
+                done: std::sync::atomic::AtomicU64::new(0),
+            };
+            for p in &packages {
+                cache.ensure(&http, p, &progress)?;
+            }
             Ok((
-                f,
+                cache.fetcher(),
                 format!("bytes={total} verified before touching the disk"),
             ))
         })?;
@@ -192,7 +195,10 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
     })?;
     step("reinstall/mkfs", || {
         disk::make_filesystem(&part)?;
-        Ok(((), format!("ext4 label={}", crate::nodecfg::ROOT_LABEL)))
+        Ok((
+            (),
+            format!("ext4 label={}", crate::cd::config_discovery::ROOT_LABEL),
+        ))
     })?;
 
     let (mounted, node_disk, record) = step("reinstall/install", || {
@@ -205,14 +211,23 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
             &node_disk.node_config_path(),
             inputs.node_config_text.as_bytes(),
         )?;
-        let record =
-            install::build_deployment(&node_disk, &repo, &packages, source, &|done, total| {
-                reporter.progress(
-                    "reinstall/install",
-                    Some((50 + done * 45 / total.max(1)) as u8),
-                    format!("{done}/{total} bytes"),
-                );
-            })?;
+        let progress = |done: u64, total: u64| {
+            reporter.progress(
+                "reinstall/install",
+                Some((50 + done * 45 / total.max(1)) as u8),
+                format!("{done}/{total} bytes"),
+            );
+        };
+        let build = deploy::Build {
+            disk: &node_disk,
+            repo: &repo,
+            packages: &packages,
+            plan: &Plan::fresh(&packages),
+            source,
+            running: None,
+            progress: Some(&progress),
+        };
+        let record = build.run_fresh()?.record;
         let detail = format!("deployment={} os={}", record.id, record.os_version);
         Ok(((mounted, node_disk, record), detail))
     })?;
@@ -220,7 +235,7 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
     step("reinstall/commit", || {
         node_disk.activate(&record.id, false)?;
         node_disk.clear_bootcount()?;
-        install::sync_tree_fs(&node_disk.root)?;
+        deploy::build::sync_filesystem(&node_disk.root)?;
         let _ = std::fs::remove_dir_all(RAM_CACHE);
         reporter.progress(
             "reinstall/commit",
@@ -236,12 +251,26 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
     })
 }
 
-/// The repository base URL on a boot server.
-pub fn repo_base(server: &config::node::ServerUrl) -> String {
-    server.join(config::api::paths::REPO)
-}
-
 /// The mount point used for the installed disk.
 pub fn disk_mount() -> PathBuf {
     PathBuf::from(DISK_MOUNT)
+}
+
+/// Reports download progress to the server as packages arrive in RAM.
+struct DownloadProgress<'a> {
+    reporter: &'a Reporter,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Watch for DownloadProgress<'_> {
+    fn received(&self, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.reporter.progress(
+            "reinstall/download",
+            Some((10 + done * 40 / self.total.max(1)) as u8),
+            format!("{done}/{} bytes", self.total),
+        );
+    }
 }
