@@ -15,6 +15,8 @@
 //! - [`files`]: the admin's input files (rspecs, init scripts, ssh keys) and
 //!   the node config files it writes.
 
+#![warn(missing_docs, missing_debug_implementations)]
+
 mod error;
 pub mod files;
 mod nodes;
