@@ -90,32 +90,58 @@ impl Limits {
     pub const PACKAGES: usize = 10_000;
 }
 
-pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
+/// A node report that breaks one of the [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{field} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} has {count} entries; at most {max} are allowed")]
+    TooMany {
+        field: String,
+        count: usize,
+        max: usize,
+    },
+    #[error("{field} is not a finite number")]
+    NotFinite { field: &'static str },
+    #[error("events is empty: a progress report carries at least one event")]
+    NoEvents,
+    #[error("{field} is above 100")]
+    PercentAbove100 { field: String },
+}
+
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), InputError> {
     if value.len() > max {
-        return Err(format!(
-            "{field} is {} bytes long; at most {max} are allowed",
-            value.len()
-        ));
+        return Err(InputError::TooLong {
+            field: field.to_string(),
+            len: value.len(),
+            max,
+        });
     }
     Ok(())
 }
 
-pub fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), String> {
+pub fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), InputError> {
     value
         .as_deref()
         .map_or(Ok(()), |v| check_len(field, v, max))
 }
 
-pub fn check_count(field: &str, n: usize, max: usize) -> Result<(), String> {
+pub fn check_count(field: &str, n: usize, max: usize) -> Result<(), InputError> {
     if n > max {
-        return Err(format!(
-            "{field} has {n} entries; at most {max} are allowed"
-        ));
+        return Err(InputError::TooMany {
+            field: field.to_string(),
+            count: n,
+            max,
+        });
     }
     Ok(())
 }
 
-pub fn check_hardware(h: &HardwareSummary) -> Result<(), String> {
+pub fn check_hardware(h: &HardwareSummary) -> Result<(), InputError> {
     check_len("hardware.cpu_model", &h.cpu_model, Limits::SHORT * 2)?;
     check_count("hardware.disks", h.disks.len(), Limits::LIST)?;
     check_count("hardware.nics", h.nics.len(), Limits::LIST)?;
@@ -138,7 +164,7 @@ pub fn check_hardware(h: &HardwareSummary) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_health(h: &HealthSummary) -> Result<(), String> {
+pub fn check_health(h: &HealthSummary) -> Result<(), InputError> {
     check_count(
         "health.failed_services",
         h.failed_services.len(),
@@ -148,12 +174,14 @@ pub fn check_health(h: &HealthSummary) -> Result<(), String> {
         check_len(&format!("health.failed_services[{i}]"), s, Limits::SHORT)?;
     }
     if !h.load1.is_finite() {
-        return Err("health.load1 is not a finite number".into());
+        return Err(InputError::NotFinite {
+            field: "health.load1",
+        });
     }
     Ok(())
 }
 
-pub fn check_checkin(r: &CheckinRequest) -> Result<(), String> {
+pub fn check_checkin(r: &CheckinRequest) -> Result<(), InputError> {
     check_opt("bootcd_version", &r.bootcd_version, Limits::SHORT)?;
     check_opt("os_version", &r.os_version, Limits::SHORT)?;
     check_opt("deployment", &r.deployment, Limits::SHORT)?;
@@ -166,22 +194,24 @@ pub fn check_checkin(r: &CheckinRequest) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_progress(r: &ProgressReport) -> Result<(), String> {
+pub fn check_progress(r: &ProgressReport) -> Result<(), InputError> {
     if r.events.is_empty() {
-        return Err("events is empty: a progress report carries at least one event".into());
+        return Err(InputError::NoEvents);
     }
     check_count("events", r.events.len(), Limits::EVENTS)?;
     for (i, e) in r.events.iter().enumerate() {
         check_len(&format!("events[{i}].step"), &e.step, Limits::SHORT)?;
         check_len(&format!("events[{i}].message"), &e.message, Limits::MESSAGE)?;
         if e.percent.is_some_and(|p| p > 100) {
-            return Err(format!("events[{i}].percent is above 100"));
+            return Err(InputError::PercentAbove100 {
+                field: format!("events[{i}].percent"),
+            });
         }
     }
     Ok(())
 }
 
-pub fn check_failure(r: &FailureReport) -> Result<(), String> {
+pub fn check_failure(r: &FailureReport) -> Result<(), InputError> {
     check_len("step", &r.step, Limits::SHORT)?;
     check_len("error", &r.error, Limits::MESSAGE * 2)?;
     check_count("log_tail", r.log_tail.len(), Limits::LOG_LINES)?;
@@ -191,7 +221,7 @@ pub fn check_failure(r: &FailureReport) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_install(r: &InstallReport) -> Result<(), String> {
+pub fn check_install(r: &InstallReport) -> Result<(), InputError> {
     check_len("os_version", &r.os_version, Limits::SHORT)?;
     check_len("deployment", &r.deployment, Limits::SHORT)?;
     check_count("packages", r.packages.len(), Limits::PACKAGES)?;
@@ -203,7 +233,7 @@ pub fn check_install(r: &InstallReport) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_update(r: &UpdateReport) -> Result<(), String> {
+pub fn check_update(r: &UpdateReport) -> Result<(), InputError> {
     check_len("os_version", &r.os_version, Limits::SHORT)?;
     check_len("deployment", &r.deployment, Limits::SHORT)?;
     check_opt("reason", &r.reason, Limits::MESSAGE)

@@ -34,7 +34,24 @@ impl fmt::Display for SiteName {
     }
 }
 
-fn short_name(s: &str, what: &str, extra: &[char]) -> Result<String, String> {
+/// A site or slice name that breaks the naming rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a {what} (1 to 32 lowercase letters, digits or{allowed}, starting with a letter)")]
+pub struct NameError {
+    /// The text given.
+    pub value: String,
+    /// `site name` or `slice name`.
+    pub what: &'static str,
+    /// The punctuation allowed besides letters and digits, for the message.
+    allowed: &'static str,
+}
+
+fn short_name(
+    s: &str,
+    what: &'static str,
+    extra: &[char],
+    allowed: &'static str,
+) -> Result<String, NameError> {
     let ok = (1..=32).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars()
@@ -42,17 +59,18 @@ fn short_name(s: &str, what: &str, extra: &[char]) -> Result<String, String> {
     if ok {
         Ok(s.to_string())
     } else {
-        let allowed: String = extra.iter().map(|c| format!(" `{c}`")).collect();
-        Err(format!(
-            "`{s}` is not a {what} (1 to 32 lowercase letters, digits or{allowed}, starting with a letter)"
-        ))
+        Err(NameError {
+            value: s.to_string(),
+            what,
+            allowed,
+        })
     }
 }
 
 impl FromStr for SiteName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SiteName, String> {
-        short_name(s, "site name", &['_', '-']).map(SiteName)
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<SiteName, NameError> {
+        short_name(s, "site name", &['_', '-'], " `_` `-`").map(SiteName)
     }
 }
 
@@ -75,10 +93,10 @@ impl fmt::Display for SliceName {
 }
 
 impl FromStr for SliceName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SliceName, String> {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<SliceName, NameError> {
         // Slice names become Linux user and cgroup names on the node.
-        short_name(s, "slice name", &['_']).map(SliceName)
+        short_name(s, "slice name", &['_'], " `_`").map(SliceName)
     }
 }
 
@@ -93,9 +111,17 @@ impl SshPublicKey {
     }
 }
 
+/// A line that is not an OpenSSH public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{shown}` is not an OpenSSH public key line (like `ssh-ed25519 AAAA… comment`)")]
+pub struct SshKeyError {
+    /// The line's first 40 characters.
+    pub shown: String,
+}
+
 impl FromStr for SshPublicKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SshPublicKey, String> {
+    type Err = SshKeyError;
+    fn from_str(s: &str) -> Result<SshPublicKey, SshKeyError> {
         let line = s.trim();
         let mut parts = line.split_whitespace();
         let kind = parts.next().unwrap_or("");
@@ -108,12 +134,26 @@ impl FromStr for SshPublicKey {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
         if !known || !base64ish || line.contains(['\n', '\r']) {
             let shown: String = line.chars().take(40).collect();
-            return Err(format!(
-                "`{shown}` is not an OpenSSH public key line (like `ssh-ed25519 AAAA… comment`)"
-            ));
+            return Err(SshKeyError { shown });
         }
         Ok(SshPublicKey(line.to_string()))
     }
+}
+
+/// A stored node network that no node config can hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    /// An interface is chosen both by name and by MAC.
+    #[error("both an interface name and a MAC are set")]
+    InterfaceAndMac,
+    /// The prefix length is out of range (`config` says why, as text).
+    #[error("prefix /{prefix}: {message}")]
+    Prefix {
+        /// The stored prefix length.
+        prefix: u8,
+        /// The `config` crate's reason.
+        message: String,
+    },
 }
 
 /// The node's network as the registry keeps it (JSON in `nodes.network`).
@@ -152,9 +192,10 @@ impl NodeNetwork {
         }
     }
 
-    pub fn to_config(&self) -> Result<NetworkConfig, String> {
+    /// The network as a node config holds it.
+    pub fn to_config(&self) -> Result<NetworkConfig, NetworkError> {
         let interface = match (&self.interface, self.mac) {
-            (Some(_), Some(_)) => return Err("both an interface name and a MAC are set".into()),
+            (Some(_), Some(_)) => return Err(NetworkError::InterfaceAndMac),
             (Some(n), None) => InterfaceChoice::Name(n.clone()),
             (None, Some(m)) => InterfaceChoice::Mac(m),
             (None, None) => InterfaceChoice::FirstWithLink,
@@ -168,7 +209,10 @@ impl NodeNetwork {
                 dns,
             } => Addressing::Static(StaticNetwork {
                 address: *address,
-                prefix: Prefix::new(*prefix)?,
+                prefix: Prefix::new(*prefix).map_err(|message| NetworkError::Prefix {
+                    prefix: *prefix,
+                    message,
+                })?,
                 gateway: *gateway,
                 dns: dns.clone(),
             }),
@@ -324,9 +368,19 @@ impl EventKind {
     }
 }
 
+/// A stored word (event kind, run level, boot state) this version does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`")]
+pub struct UnknownWord {
+    /// What the word should have named.
+    pub what: &'static str,
+    /// The word found.
+    pub value: String,
+}
+
 impl FromStr for EventKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<EventKind, String> {
+    type Err = UnknownWord;
+    fn from_str(s: &str) -> Result<EventKind, UnknownWord> {
         [
             EventKind::Progress,
             EventKind::Failure,
@@ -337,7 +391,10 @@ impl FromStr for EventKind {
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown event kind `{s}`"))
+        .ok_or_else(|| UnknownWord {
+            what: "event kind",
+            value: s.to_string(),
+        })
     }
 }
 
@@ -409,11 +466,14 @@ pub struct RepoPublish {
 }
 
 /// Converts the stored boot state text; the schema's CHECK keeps it valid.
-pub(crate) fn parse_boot_state(s: &str) -> Result<BootState, String> {
-    s.parse()
+pub(crate) fn parse_boot_state(s: &str) -> Result<BootState, UnknownWord> {
+    s.parse().map_err(|_: String| UnknownWord {
+        what: "boot state",
+        value: s.to_string(),
+    })
 }
 
-pub(crate) fn parse_run_level(s: &str) -> Result<RunLevel, String> {
+pub(crate) fn parse_run_level(s: &str) -> Result<RunLevel, UnknownWord> {
     [
         RunLevel::Bootcd,
         RunLevel::Installing,
@@ -423,7 +483,10 @@ pub(crate) fn parse_run_level(s: &str) -> Result<RunLevel, String> {
     ]
     .into_iter()
     .find(|r| r.as_str() == s)
-    .ok_or_else(|| format!("unknown run level `{s}`"))
+    .ok_or_else(|| UnknownWord {
+        what: "run level",
+        value: s.to_string(),
+    })
 }
 
 /// The key a new node gets: 32 random bytes as 64 hex characters.

@@ -22,15 +22,27 @@ pub enum PkiError {
         source: rcgen::Error,
     },
     #[error("drawing random bytes: {0}")]
-    Random(getrandom::Error),
+    Random(#[source] getrandom::Error),
     #[error("`{name}` is not a DNS name usable in a certificate: {source}")]
     BadName {
         name: String,
         #[source]
         source: rcgen::Error,
     },
-    #[error("{}: {message}", path.display())]
-    Pem { path: PathBuf, message: String },
+    #[error("{}: not a PEM certificate file", path.display())]
+    CertPem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: holds no CERTIFICATE block", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: holds no usable private key", path.display())]
+    KeyPem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -167,14 +179,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::Pem {
+        .map_err(|source| PkiError::CertPem {
             path: path.to_path_buf(),
-            message: format!("not a PEM certificate file: {e}"),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(PkiError::Pem {
+        return Err(PkiError::NoCertificate {
             path: path.to_path_buf(),
-            message: "holds no CERTIFICATE block".into(),
         });
     }
     Ok(certs)
@@ -183,9 +194,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError>
 /// Reads a PEM private key (PKCS#8, SEC1 or PKCS#1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| PkiError::Pem {
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| PkiError::KeyPem {
         path: path.to_path_buf(),
-        message: format!("holds no usable private key: {e}"),
+        source,
     })
 }
 

@@ -24,8 +24,18 @@ pub enum RegistryError {
     Exists { what: &'static str, name: String },
     #[error("`{name}` matches several nodes ({ids}); use the node id or the full host name")]
     Ambiguous { name: String, ids: String },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("site `{site}` still has {nodes} node(s); delete them first")]
+    SiteHasNodes { site: String, nodes: u64 },
+    #[error("node id {id} is out of range (1 to {})", i64::MAX)]
+    IdOutOfRange { id: NodeId },
+    #[error("a bandwidth cap of 0 would cut the node off; use `none` to remove the cap")]
+    ZeroBandwidthCap,
+    #[error("the lease end {end} is not in the future")]
+    LeaseInThePast { end: Timestamp },
+    /// The rspec breaks a rule `config::rspec::Rspec::validate` checks (it
+    /// reports the reason as text).
+    #[error("{reason}")]
+    Rspec { reason: String },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -36,29 +46,29 @@ fn ts(secs: i64) -> Timestamp {
     Timestamp::from_unix(secs)
 }
 
+/// What a stored value's parser may fail with: a typed error, or the text
+/// some `config` parsers give.
+type ParseFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// A column that must parse into `T`; a bad stored value is an error that
-/// names the column, never a panic.
-fn parsed<T, E: std::fmt::Display>(
+/// names the column and keeps the parser's error, never a panic.
+fn parsed<T, E: Into<ParseFailure>>(
     row: &Row<'_>,
     idx: usize,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
 ) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
-    parse(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.to_string().into())
-    })
+    parse(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into()))
 }
 
-fn parsed_opt<T, E: std::fmt::Display>(
+fn parsed_opt<T, E: Into<ParseFailure>>(
     row: &Row<'_>,
     idx: usize,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
 ) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| {
-        parse(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.to_string().into())
-        })
+        parse(&t).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into()))
     })
     .transpose()
 }
@@ -128,10 +138,10 @@ pub fn list_sites(conn: &Connection) -> Result<Vec<Site>> {
 pub fn delete_site(conn: &Connection, name: &str) -> Result<()> {
     let site = find_site(conn, name)?;
     if site.nodes > 0 {
-        return Err(RegistryError::Invalid(format!(
-            "site `{name}` still has {} node(s); delete them first",
-            site.nodes
-        )));
+        return Err(RegistryError::SiteHasNodes {
+            site: name.to_string(),
+            nodes: site.nodes,
+        });
     }
     conn.execute("DELETE FROM sites WHERE id = ?1", [site.id])?;
     Ok(())
@@ -174,10 +184,7 @@ pub fn add_node(conn: &Connection, new: &NewNode, key: &NodeKey, now: Timestamp)
     }
     if let Some(id) = new.id {
         if id.0 == 0 || id.0 > i64::MAX as u64 {
-            return Err(RegistryError::Invalid(format!(
-                "node id {id} is out of range (1 to {})",
-                i64::MAX
-            )));
+            return Err(RegistryError::IdOutOfRange { id });
         }
         let exists: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM nodes WHERE id = ?1)",
@@ -279,11 +286,52 @@ pub fn get_node(conn: &Connection, id: NodeId) -> Result<Node> {
     })
 }
 
-/// Finds a node by id, full host name, or a host name that is unique.
-pub fn find_node(conn: &Connection, ident: &str) -> Result<Node> {
-    if let Ok(id) = ident.parse::<u64>() {
-        return get_node(conn, NodeId(id));
+/// How an admin names a node: its id, its full host name, or a host name
+/// that is unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRef {
+    /// The node id.
+    Id(NodeId),
+    /// A full host name, or a short one only one node has.
+    Name(String),
+}
+
+impl FromStr for NodeRef {
+    type Err = std::convert::Infallible;
+    /// Digits are an id; anything else is a host name.
+    fn from_str(s: &str) -> std::result::Result<NodeRef, Self::Err> {
+        Ok(match s.parse::<u64>() {
+            Ok(id) => NodeRef::Id(NodeId(id)),
+            Err(_) => NodeRef::Name(s.to_string()),
+        })
     }
+}
+
+impl From<NodeId> for NodeRef {
+    fn from(id: NodeId) -> NodeRef {
+        NodeRef::Id(id)
+    }
+}
+
+impl std::fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeRef::Id(id) => write!(f, "{id}"),
+            NodeRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Finds the node an admin named: by id, full host name, or a host name
+/// that is unique.
+pub fn resolve_node(conn: &Connection, node: &NodeRef) -> Result<Node> {
+    match node {
+        NodeRef::Id(id) => get_node(conn, *id),
+        NodeRef::Name(name) => find_node_by_name(conn, name),
+    }
+}
+
+fn find_node_by_name(conn: &Connection, ident: &str) -> Result<Node> {
     let needle = ident.trim_end_matches('.').to_ascii_lowercase();
     let mut stmt = conn.prepare_cached(&format!(
         "{NODE_SELECT} WHERE n.fqdn = ?1 OR n.hostname = ?1 ORDER BY n.fqdn = ?1 DESC, n.id"
@@ -366,15 +414,30 @@ impl NodeSort {
     }
 }
 
+/// A sort column or order that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SortError {
+    #[error("cannot sort by `{column}` (one of: {})", NodeSort::names())]
+    Column { column: String },
+    #[error("sort order `{order}` is neither `asc` nor `desc`")]
+    Order { order: String },
+}
+
+impl NodeSort {
+    fn names() -> String {
+        let names: Vec<_> = NodeSort::ALL.iter().map(|c| c.as_str()).collect();
+        names.join(", ")
+    }
+}
+
 impl FromStr for NodeSort {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<NodeSort, String> {
+    type Err = SortError;
+    fn from_str(s: &str) -> std::result::Result<NodeSort, SortError> {
         NodeSort::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = NodeSort::ALL.iter().map(|c| c.as_str()).collect();
-                format!("cannot sort by `{s}` (one of: {})", names.join(", "))
+            .ok_or_else(|| SortError::Column {
+                column: s.to_string(),
             })
     }
 }
@@ -401,12 +464,14 @@ impl SortOrder {
 }
 
 impl FromStr for SortOrder {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<SortOrder, String> {
+    type Err = SortError;
+    fn from_str(s: &str) -> std::result::Result<SortOrder, SortError> {
         match s {
             "asc" => Ok(SortOrder::Asc),
             "desc" => Ok(SortOrder::Desc),
-            other => Err(format!("sort order `{other}` is neither `asc` nor `desc`")),
+            other => Err(SortError::Order {
+                order: other.to_string(),
+            }),
         }
     }
 }
@@ -542,9 +607,7 @@ pub fn set_bwcap(
     keep: u32,
 ) -> Result<()> {
     if cap.is_some_and(|c| c.bits_per_sec() == 0) {
-        return Err(RegistryError::Invalid(
-            "a bandwidth cap of 0 would cut the node off; use `none` to remove the cap".into(),
-        ));
+        return Err(RegistryError::ZeroBandwidthCap);
     }
     conn.execute(
         "UPDATE nodes SET bwcap_bps = ?2 WHERE id = ?1",
@@ -707,11 +770,11 @@ pub fn create_slice(
     expires: Timestamp,
     now: Timestamp,
 ) -> Result<Slice> {
-    rspec.validate().map_err(RegistryError::Invalid)?;
+    rspec
+        .validate()
+        .map_err(|reason| RegistryError::Rspec { reason })?;
     if expires <= now {
-        return Err(RegistryError::Invalid(format!(
-            "the lease end {expires} is not in the future"
-        )));
+        return Err(RegistryError::LeaseInThePast { end: expires });
     }
     let inserted = conn.execute(
         "INSERT INTO slices (name, description, rspec, initscript, expires, created_at)
@@ -780,7 +843,9 @@ pub fn slice_remove_key(conn: &Connection, name: &SliceName, key: &SshPublicKey)
 }
 
 pub fn slice_set_rspec(conn: &Connection, name: &SliceName, rspec: &Rspec) -> Result<()> {
-    rspec.validate().map_err(RegistryError::Invalid)?;
+    rspec
+        .validate()
+        .map_err(|reason| RegistryError::Rspec { reason })?;
     let id = slice_id(conn, name)?;
     let mut stored = rspec.clone();
     // The lease lives in `expires` (renew changes it); a lease_end in the
@@ -818,9 +883,7 @@ pub fn slice_renew(
     now: Timestamp,
 ) -> Result<()> {
     if until <= now {
-        return Err(RegistryError::Invalid(format!(
-            "the new lease end {until} is not in the future"
-        )));
+        return Err(RegistryError::LeaseInThePast { end: until });
     }
     let id = slice_id(conn, name)?;
     conn.execute(

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::workdir::sync_dir;
+use floor::durable::{self, DurableError};
 
 /// The index file inside a snapshot (never served: it is outside the two
 /// served directories).
@@ -32,8 +32,22 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {message}", path.display())]
-    Refused { path: PathBuf, message: String },
+    #[error(transparent)]
+    Durable(#[from] DurableError),
+    #[error("{}: not a snapshot index", path.display())]
+    BadIndex {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: lists `{key}`, which is not a servable repository file", path.display())]
+    UnservableKey { path: PathBuf, key: String },
+    #[error("{}: is not a directory (a repository has metadata/ and targets/)", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{}: has a name a repository file cannot have", path.display())]
+    BadFileName { path: PathBuf },
+    #[error("{}: is not a regular file (symlinks and directories are not published)", path.display())]
+    NotAFile { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -60,15 +74,15 @@ impl SnapshotIndex {
         let path = snapshot.join(INDEX_FILE);
         let text = fs::read(&path).map_err(io_err(&path))?;
         let index: SnapshotIndex =
-            serde_json::from_slice(&text).map_err(|e| StoreError::Refused {
+            serde_json::from_slice(&text).map_err(|source| StoreError::BadIndex {
                 path: path.clone(),
-                message: format!("not a snapshot index: {e}"),
+                source,
             })?;
         for key in index.files.keys() {
             if split_key(key).is_none() {
-                return Err(StoreError::Refused {
+                return Err(StoreError::UnservableKey {
                     path,
-                    message: format!("lists `{key}`, which is not a servable repository file"),
+                    key: key.clone(),
                 });
             }
         }
@@ -130,10 +144,7 @@ fn copy_areas(source: &Path, staging: &Path) -> Result<SnapshotIndex, StoreError
         let from = source.join(area);
         let meta = fs::symlink_metadata(&from).map_err(io_err(&from))?;
         if !meta.is_dir() {
-            return Err(StoreError::Refused {
-                path: from,
-                message: "is not a directory (a repository has metadata/ and targets/)".into(),
-            });
+            return Err(StoreError::NotADirectory { path: from });
         }
         let to = staging.join(area);
         fs::create_dir(&to).map_err(io_err(&to))?;
@@ -148,24 +159,17 @@ fn copy_areas(source: &Path, staging: &Path) -> Result<SnapshotIndex, StoreError
             let name = os_name
                 .to_str()
                 .filter(|n| valid_file_name(n))
-                .ok_or_else(|| StoreError::Refused {
-                    path: path.clone(),
-                    message: "has a name a repository file cannot have".into(),
-                })?;
+                .ok_or_else(|| StoreError::BadFileName { path: path.clone() })?;
             let file_type = fs::symlink_metadata(&path)
                 .map_err(io_err(&path))?
                 .file_type();
             if !file_type.is_file() {
-                return Err(StoreError::Refused {
-                    path,
-                    message: "is not a regular file (symlinks and directories are not published)"
-                        .into(),
-                });
+                return Err(StoreError::NotAFile { path });
             }
             let entry = copy_hashed(&path, &to.join(name))?;
             index.files.insert(format!("{area}/{name}"), entry);
         }
-        sync_dir(&to);
+        durable::sync_dir(&to)?;
     }
     Ok(index)
 }
@@ -210,14 +214,11 @@ pub fn activate(
     link: &Path,
 ) -> Result<String, StoreError> {
     let index_path = staging.join(INDEX_FILE);
-    let text = serde_json::to_vec_pretty(index).map_err(|e| StoreError::Refused {
+    let text = serde_json::to_vec_pretty(index).map_err(|source| StoreError::BadIndex {
         path: index_path.clone(),
-        message: e.to_string(),
+        source,
     })?;
-    fs::write(&index_path, text)
-        .and_then(|()| fs::File::open(&index_path)?.sync_all())
-        .map_err(io_err(&index_path))?;
-    sync_dir(staging);
+    durable::write_atomic(&index_path, &text)?;
 
     let stamp = time::OffsetDateTime::now_utc();
     let name = format!(
@@ -231,8 +232,7 @@ pub fn activate(
         unique_suffix()
     );
     let snapshot = store.join(&name);
-    fs::rename(staging, &snapshot).map_err(io_err(&snapshot))?;
-    sync_dir(store);
+    durable::rename(staging, &snapshot)?;
 
     // A new symlink renamed over the old one: the switch is one rename(2).
     let tmp_link = link.with_file_name(format!(".repo.tmp-{}", unique_suffix()));
@@ -245,9 +245,7 @@ pub fn activate(
             source: e,
         });
     }
-    if let Some(parent) = link.parent() {
-        sync_dir(parent);
-    }
+    durable::sync_dir(durable::parent_of(link))?;
     Ok(name)
 }
 

@@ -13,14 +13,14 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use config::node::{DnsName, ServerUrl};
 use config::server::{ServerConfig, TlsSection, FILE_NAME};
+use floor::durable::{self, DurableError};
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::{ServerName, UnixTime};
 
@@ -45,15 +45,40 @@ pub enum WorkDirError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the certificate {} is not valid for `{name}` under the CA {}: {reason}", cert.display(), ca.display())]
+    #[error(transparent)]
+    Durable(#[from] DurableError),
+    #[error("the certificate {} is not valid for `{name}` under the CA {}", cert.display(), ca.display())]
     CertMismatch {
         cert: PathBuf,
         ca: PathBuf,
         name: String,
-        reason: String,
+        #[source]
+        source: Box<rustls::Error>,
     },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("the CA certificate {} is unusable", ca.display())]
+    BadCa {
+        ca: PathBuf,
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    #[error("cannot build a certificate verifier for {}", ca.display())]
+    Verifier {
+        ca: PathBuf,
+        #[source]
+        source: rustls::client::VerifierBuilderError,
+    },
+    #[error("`{name}` is not a server name")]
+    ServerName {
+        name: String,
+        #[source]
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    /// A URL made from a host name or address does not parse (`config`
+    /// gives the reason as text).
+    #[error("`{url}` is not a usable server URL: {reason}")]
+    Url { url: String, reason: String },
+    #[error("give at least one --host or --ip: the server certificate must name how nodes reach the server")]
+    NoServerNames,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkDirError + '_ {
@@ -148,9 +173,7 @@ impl WorkDir {
     pub fn init(root: &Path, options: &InitOptions) -> Result<WorkDir, WorkDirError> {
         if options.hosts.is_empty() && options.ips.is_empty() && options.site_certificate.is_none()
         {
-            return Err(WorkDirError::Invalid(
-                "give at least one --host or --ip: the server certificate must name how nodes reach the server".into(),
-            ));
+            return Err(WorkDirError::NoServerNames);
         }
         if root.join(FILE_NAME).exists() {
             return Err(WorkDirError::AlreadyInitialised {
@@ -189,7 +212,7 @@ impl WorkDir {
                         source: e,
                     }
                 })?;
-                sync_dir(&parent);
+                durable::sync_dir(&parent)?;
                 WorkDir::open(root)
             }
             Err(e) => {
@@ -272,7 +295,7 @@ fn build(staging: &Path, final_root: &Path, options: &InitOptions) -> Result<(),
     fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600)).map_err(io_err(&db_path))?;
     let store = staging.join("repo.d");
     fs::create_dir(&store).map_err(io_err(&store))?;
-    sync_dir(staging);
+    durable::sync_dir(staging)?;
     Ok(())
 }
 
@@ -293,7 +316,10 @@ fn default_urls(
         });
     }
     urls.into_iter()
-        .map(|u| u.parse().map_err(WorkDirError::Invalid))
+        .map(|url| {
+            url.parse()
+                .map_err(|reason| WorkDirError::Url { url, reason })
+        })
         .collect()
 }
 
@@ -309,76 +335,45 @@ pub fn check_chain(
     let chain = pki::load_certs(cert)?;
     let mut roots = rustls::RootCertStore::empty();
     for c in ca_certs {
-        roots.add(c).map_err(|e| WorkDirError::CertMismatch {
-            cert: cert.to_path_buf(),
+        roots.add(c).map_err(|source| WorkDirError::BadCa {
             ca: ca.to_path_buf(),
-            name: String::new(),
-            reason: format!("the CA certificate is unusable: {e}"),
+            source: Box::new(source),
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| {
-                WorkDirError::Invalid(format!("cannot build a verifier for {}: {e}", ca.display()))
+            .map_err(|source| WorkDirError::Verifier {
+                ca: ca.to_path_buf(),
+                source,
             })?;
     let targets = names
         .iter()
         .cloned()
         .chain(ips.iter().map(IpAddr::to_string));
     for name in targets {
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|e| WorkDirError::Invalid(format!("`{name}` is not a server name: {e}")))?;
+        let server_name =
+            ServerName::try_from(name.clone()).map_err(|source| WorkDirError::ServerName {
+                name: name.clone(),
+                source,
+            })?;
         verifier
             .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())
-            .map_err(|e| WorkDirError::CertMismatch {
+            .map_err(|source| WorkDirError::CertMismatch {
                 cert: cert.to_path_buf(),
                 ca: ca.to_path_buf(),
                 name: name.clone(),
-                reason: e.to_string(),
+                source: Box::new(source),
             })?;
     }
     Ok(())
 }
 
-/// Writes a file through a temporary name, synced, with `mode`.
+/// Writes a file so that a crash leaves the old or the new content, with
+/// `mode` (the directory holds node and CA keys).
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WorkDirError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(WorkDirError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes a rename in `dir` durable; failure only weakens durability, so it
-/// is logged, not fatal.
-pub fn sync_dir(dir: &Path) {
-    if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::debug!(dir = %dir.display(), error = %e, "directory sync failed");
-    }
+    Ok(durable::write_atomic_mode(path, bytes, mode)?)
 }
 
 #[cfg(test)]

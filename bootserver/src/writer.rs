@@ -113,8 +113,14 @@ pub enum WriteError {
     Replayed,
     #[error("the node was deleted")]
     NodeGone,
-    #[error("storing failed: {0}")]
-    Failed(String),
+    #[error("storing failed")]
+    Registry(#[source] RegistryError),
+    #[error("storing failed: database")]
+    Database(#[source] rusqlite::Error),
+    /// The group commit this write was part of failed (one error shared by
+    /// every write of the group).
+    #[error("storing failed: committing")]
+    Commit(#[source] std::sync::Arc<rusqlite::Error>),
     #[error("the database writer has stopped")]
     Closed,
 }
@@ -208,8 +214,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, settings: WriterSettin
             }
             Err(e) => {
                 tracing::error!(error = %e, jobs = group.len(), "database commit failed");
+                let shared = std::sync::Arc::new(e);
                 for job in group.drain(..) {
-                    let _ = job.reply.send(Err(WriteError::Failed(e.to_string())));
+                    let _ = job.reply.send(Err(WriteError::Commit(shared.clone())));
                 }
             }
         }
@@ -251,11 +258,11 @@ fn apply_group(
 }
 
 fn failed(e: RegistryError) -> WriteError {
-    WriteError::Failed(e.to_string())
+    WriteError::Registry(e)
 }
 
 fn sql(e: rusqlite::Error) -> WriteError {
-    WriteError::Failed(e.to_string())
+    WriteError::Database(e)
 }
 
 /// Stores the nonce; a conflict means the request was seen before.

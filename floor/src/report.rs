@@ -9,7 +9,9 @@
 use std::error::Error;
 
 /// Joins an error chain (outermost first) into `a: b: c`, leaving out each
-/// cause whose text the line already holds.
+/// cause whose text the line already holds, and of a cause that is itself
+/// `x: y`, each part the line already holds (`file is not a database`
+/// followed by `Error code 26: file is not a database` adds `Error code 26`).
 pub fn one_line<'a, I>(chain: I) -> String
 where
     I: IntoIterator<Item = &'a (dyn Error + 'static)>,
@@ -21,10 +23,18 @@ where
         if text.is_empty() || line.contains(text) {
             continue;
         }
+        let new: Vec<&str> = text
+            .split(": ")
+            .map(str::trim)
+            .filter(|part| !part.is_empty() && !line.contains(part))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
         if !line.is_empty() {
             line.push_str(": ");
         }
-        line.push_str(text);
+        line.push_str(&new.join(": "));
     }
     line
 }
@@ -83,6 +93,19 @@ mod tests {
             "n.toml:2:6: node.id: invalid type",
         ]);
         assert_eq!(error_line(&e), "n.toml:2:6: node.id: invalid type");
+    }
+
+    #[test]
+    fn parts_of_a_cause_already_said_are_left_out() {
+        let e = chain(&[
+            "opening srv/registry.db",
+            "file is not a database",
+            "Error code 26: file is not a database",
+        ]);
+        assert_eq!(
+            error_line(&e),
+            "opening srv/registry.db: file is not a database: Error code 26"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Parser as _;
+use bootserver::admin::{self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat};
 use init::deploy::{Denied, DeploymentId, Disk};
 use init::node::updater::{Options, Outcome, Schedule, UpdateError, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy};
@@ -114,13 +114,9 @@ fn sliver_ref_package() -> Vec<u8> {
 
 // ----------------------------------------------------------------- the server
 
-/// Runs a `bootserver` command line in-process.
-fn bootserver(args: &[&str]) {
-    let mut argv = vec!["bootserver"];
-    argv.extend_from_slice(args);
-    let cli = bootserver::cli::Cli::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("bootserver {}: {e}", args.join(" ")));
-    bootserver::cli::run(cli).unwrap_or_else(|e| panic!("bootserver {}: {e:#}", args.join(" ")));
+/// The boot server's admin API on a working directory, in-process.
+fn bootserver(workdir: &Path) -> Admin {
+    Admin::open(workdir).unwrap_or_else(|e| panic!("{}: {e}", workdir.display()))
 }
 
 fn free_port() -> u16 {
@@ -137,15 +133,16 @@ struct Server {
 }
 
 impl Server {
-    fn dir(&self) -> String {
-        self.workdir.to_string_lossy().into_owned()
-    }
-
     /// Starts serving HTTPS on its port (until the test process ends).
     fn serve(&self) {
-        let (dir, listen) = (self.dir(), format!("127.0.0.1:{}", self.port));
+        let (admin, listen) = (
+            bootserver(&self.workdir),
+            ([127, 0, 0, 1], self.port).into(),
+        );
         std::thread::spawn(move || {
-            bootserver(&["--dir", &dir, "serve", "--listen", &listen]);
+            admin
+                .serve(Some(listen), |_| {}, std::future::pending())
+                .unwrap_or_else(|e| panic!("bootserver serve: {e}"));
         });
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             std::thread::sleep(Duration::from_millis(20));
@@ -154,13 +151,9 @@ impl Server {
 
     /// `bootserver repo publish`: verified by the server before it serves it.
     fn publish(&self, repo: &Path) {
-        bootserver(&[
-            "--dir",
-            &self.dir(),
-            "repo",
-            "publish",
-            &repo.to_string_lossy(),
-        ]);
+        bootserver(&self.workdir)
+            .publish(repo, None)
+            .unwrap_or_else(|e| panic!("bootserver repo publish: {e}"));
     }
 
     /// Puts `repo` into the server's store without any check, as an
@@ -279,41 +272,25 @@ impl World {
             port,
         };
         let url = format!("https://127.0.0.1:{node_port}");
-        bootserver(&[
-            "init",
-            &server.dir(),
-            "--host",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--url",
-            &url,
-        ]);
+        let admin = Admin::init(
+            &server.workdir,
+            &InitOptions {
+                hosts: vec!["localhost".parse().unwrap()],
+                ips: vec![[127, 0, 0, 1].into()],
+                listen: ([127, 0, 0, 1], port).into(),
+                urls: vec![url.parse().unwrap()],
+                site_certificate: None,
+            },
+        )
+        .unwrap();
         let root = repo_dir.join("metadata/1.root.json");
-        bootserver(&[
-            "--dir",
-            &server.dir(),
-            "repo",
-            "publish",
-            &repo_dir.to_string_lossy(),
-            "--root",
-            &root.to_string_lossy(),
-        ]);
-        bootserver(&["--dir", &server.dir(), "site", "add", "testsite"]);
+        admin.publish(&repo_dir, Some(&root)).unwrap();
+        admin.add_site(&"testsite".parse().unwrap(), "").unwrap();
         let node_toml = dir.path().join("node.toml");
-        bootserver(&[
-            "--dir",
-            &server.dir(),
-            "node",
-            "add",
-            "node1.example.org",
-            "--site",
-            "testsite",
-            "-o",
-            &node_toml.to_string_lossy(),
-        ]);
+        let spec = NewNode::new("testsite".parse().unwrap(), "node1.example.org", None).unwrap();
+        let (_, node_config) = admin.add_node(&spec, &ConfigUrls::FromServer).unwrap();
+        admin::files::write_node_config(&node_toml, &node_config, NodeConfigFormat::NodeToml)
+            .unwrap();
         let node_id = config::NodeConfig::load(&node_toml).unwrap().node_id.0;
         if setup.serving {
             server.serve();

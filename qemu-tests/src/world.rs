@@ -18,6 +18,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
+use bootserver::admin::{
+    self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat, NodeRef, SiteCertificate,
+};
+use config::api::BootState;
+use config::node::NodeId;
 use pkgsign::metadata::RoleType;
 use pkgsign::repo::{Expiries, Repository, RoleSpec};
 use pkgsign::SecretKey;
@@ -296,23 +301,16 @@ impl Shared {
     }
 }
 
-/// A boot server running in this process: the `bootserver` command line
-/// (its library form) on its own working directory and SQLite database,
-/// serving on 127.0.0.1 until the test process ends.
+/// A boot server running in this process: the `bootserver` admin API on
+/// its own working directory and SQLite database, serving on 127.0.0.1
+/// until the test process ends.
 pub struct BootServer {
     pub workdir: PathBuf,
     pub port: u16,
 }
 
-/// Runs a `bootserver` command line in-process.
-fn bootserver(args: &[&str]) -> anyhow::Result<()> {
-    use clap::Parser;
-    let mut argv = vec!["bootserver"];
-    argv.extend_from_slice(args);
-    let cli = bootserver::cli::Cli::try_parse_from(&argv)
-        .map_err(|e| anyhow!("bootserver {}: {e}", args.join(" ")))?;
-    bootserver::cli::run(cli).with_context(|| format!("bootserver {}", args.join(" ")))
-}
+/// The site every lab's nodes belong to.
+pub const SITE: &str = "testsite";
 
 impl BootServer {
     /// The URL a guest uses.
@@ -320,12 +318,63 @@ impl BootServer {
         format!("https://{HOST_FROM_GUEST}:{}", self.port)
     }
 
-    /// Runs `bootserver --dir WORKDIR ARGS…` (an admin command).
-    pub fn admin(&self, args: &[&str]) -> anyhow::Result<()> {
-        let w = self.workdir.to_string_lossy().into_owned();
-        let mut all = vec!["--dir", w.as_str()];
-        all.extend_from_slice(args);
-        bootserver(&all)
+    /// The admin API on this server's working directory.
+    pub fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(Admin::open(&self.workdir)?)
+    }
+
+    /// Registers `hostname` at [`SITE`] (DHCP, state `reinstall`) and writes
+    /// its node.toml, with this server's URLs, to `config`; returns its id.
+    pub fn add_node(&self, hostname: &str, config: &Path) -> anyhow::Result<u64> {
+        let spec = NewNode::new(SITE.parse()?, hostname, None)?;
+        self.add_node_with(
+            &spec,
+            &ConfigUrls::FromServer,
+            config,
+            NodeConfigFormat::NodeToml,
+        )
+    }
+
+    /// Registers the node `spec` describes and writes its config to `config`
+    /// in `format`; returns its id.
+    pub fn add_node_with(
+        &self,
+        spec: &NewNode,
+        urls: &ConfigUrls,
+        config: &Path,
+        format: NodeConfigFormat,
+    ) -> anyhow::Result<u64> {
+        let (node, node_config) = self.admin()?.add_node(spec, urls)?;
+        admin::files::write_node_config(config, &node_config, format)?;
+        Ok(node.id.0)
+    }
+
+    /// Sets the boot state the node is told at its next check-in.
+    pub fn set_state(&self, node: u64, state: BootState) -> anyhow::Result<()> {
+        self.admin()?
+            .set_boot_state(&NodeRef::Id(NodeId(node)), state)?;
+        Ok(())
+    }
+
+    /// Asks the running node to reboot at its next check-in.
+    pub fn request_reboot(&self, node: u64) -> anyhow::Result<()> {
+        self.admin()?.request_reboot(&NodeRef::Id(NodeId(node)))?;
+        Ok(())
+    }
+
+    /// Gives the node a new key and writes its new node.toml to `config`.
+    pub fn rekey(&self, node: u64, config: &Path) -> anyhow::Result<()> {
+        let (_, node_config) = self
+            .admin()?
+            .rekey(&NodeRef::Id(NodeId(node)), &ConfigUrls::FromServer)?;
+        admin::files::write_node_config(config, &node_config, NodeConfigFormat::NodeToml)?;
+        Ok(())
+    }
+
+    /// Verifies the signed repository at `repo` and serves it.
+    pub fn publish(&self, repo: &Path) -> anyhow::Result<()> {
+        self.admin()?.publish(repo, None)?;
+        Ok(())
     }
 
     fn open(&self) -> anyhow::Result<rusqlite::Connection> {
@@ -485,37 +534,18 @@ impl Lab {
         };
         let listen = format!("127.0.0.1:{port}");
         let url = format!("https://{HOST_FROM_GUEST}:{port}");
-        let w = workdir.to_string_lossy().into_owned();
-        let (cert, key, ca) = (
-            shared.server_cert.to_string_lossy().into_owned(),
-            shared.server_key.to_string_lossy().into_owned(),
-            shared.ca_pem.to_string_lossy().into_owned(),
-        );
-        let mut init = vec![
-            "init",
-            &w,
-            "--host",
-            "localhost",
-            "--ip",
-            "10.0.2.2",
-            "--ip",
-            "127.0.0.1",
-            "--listen",
-            &listen,
-            "--url",
-            &url,
-        ];
-        if site_pki {
-            init.extend([
-                "--cert",
-                cert.as_str(),
-                "--key",
-                key.as_str(),
-                "--ca",
-                ca.as_str(),
-            ]);
-        }
-        bootserver(&init)?;
+        let options = InitOptions {
+            hosts: vec!["localhost".parse().map_err(anyhow::Error::msg)?],
+            ips: vec![HOST_FROM_GUEST.into(), Ipv4Addr::LOCALHOST.into()],
+            listen: listen.parse()?,
+            urls: vec![url.parse().map_err(anyhow::Error::msg)?],
+            site_certificate: site_pki.then(|| SiteCertificate {
+                cert: shared.server_cert.clone(),
+                key: shared.server_key.clone(),
+                ca: shared.ca_pem.clone(),
+            }),
+        };
+        Admin::init(workdir, &options)?;
         // Scenarios want quick check-ins from the installed node.
         let cfg = workdir.join(config::server::FILE_NAME);
         let text = fs::read_to_string(&cfg)?;
@@ -530,24 +560,16 @@ impl Lab {
         fs::write(&cfg, text)?;
         // The first publish names the root the CDs carry.
         let root = shared.repo.join("metadata/1.root.json");
-        bootserver(&[
-            "--dir",
-            &w,
-            "repo",
-            "publish",
-            &shared.repo.to_string_lossy(),
-            "--root",
-            &root.to_string_lossy(),
-        ])?;
-        bootserver(&["--dir", &w, "site", "add", "testsite"])?;
-        let serve_dir = w.clone();
+        let admin = Admin::open(workdir)?;
+        admin.publish(&shared.repo, Some(&root))?;
+        admin.add_site(&SITE.parse()?, "")?;
         let serve_listen = listen.clone();
+        let serve_at = listen.parse()?;
         std::thread::Builder::new()
             .name(format!("bootserver-{port}"))
             .spawn(move || {
-                if let Err(e) =
-                    bootserver(&["--dir", &serve_dir, "serve", "--listen", &serve_listen])
-                {
+                if let Err(e) = admin.serve(Some(serve_at), |_| {}, std::future::pending()) {
+                    let e = anyhow::Error::from(e);
                     eprintln!("bootserver serve on {serve_listen} stopped: {e:#}");
                 }
             })?;
@@ -564,17 +586,26 @@ impl Lab {
         })
     }
 
-    /// Registers a node (`node add`) and returns its id and config path.
-    /// `network` is `dhcp` or `static:ADDR/PREFIX:GATEWAY`.
-    pub fn add_node(&self, hostname: &str, extra: &[&str]) -> anyhow::Result<NodeReg> {
+    /// Registers a node at [`SITE`] (DHCP, state `reinstall`, changed by
+    /// each of `changes`) and returns its id and config path.
+    pub fn add_node(
+        &self,
+        hostname: &str,
+        changes: &[fn(&mut NewNode)],
+    ) -> anyhow::Result<NodeReg> {
         let config = self.dir.join(format!("{hostname}.toml"));
-        let cfg = config.to_string_lossy().into_owned();
-        let mut args = vec!["node", "add", hostname, "--site", "testsite", "-o", &cfg];
-        args.extend_from_slice(extra);
-        self.server.admin(&args)?;
-        let parsed = config::NodeConfig::load(&config).map_err(|e| anyhow!("{e}"))?;
+        let mut spec = NewNode::new(SITE.parse()?, hostname, None)?;
+        for change in changes {
+            change(&mut spec);
+        }
+        let id = self.server.add_node_with(
+            &spec,
+            &ConfigUrls::FromServer,
+            &config,
+            NodeConfigFormat::NodeToml,
+        )?;
         Ok(NodeReg {
-            id: parsed.node_id.0,
+            id,
             config,
             hostname: hostname.to_string(),
         })
@@ -700,8 +731,7 @@ impl Lab {
         let repo = Repository::open(&copy)?;
         let key = SecretKey::load(&self.shared.release_key)?;
         publish(&repo, &key, 365).map_err(|e| anyhow!("{e}"))?;
-        self.server
-            .admin(&["repo", "publish", &copy.to_string_lossy()])
+        self.server.publish(&copy)
     }
 
     /// A raw disk image holding a FAT file system labelled `label` with

@@ -79,9 +79,7 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     eprintln!("SKIP (part): a sliver assigned on the server running on the node: there is no node manager yet (slivers are a later issue)");
 
     // An orderly reboot, asked for through the server.
-    lab.server
-        .admin(&["node", "reboot", &node.id.to_string()])
-        .unwrap();
+    lab.server.request_reboot(node.id).unwrap();
     f.expect("@step supervisor/shutdown ok Reboot", 120)
         .unwrap();
     drop(f);

@@ -112,7 +112,7 @@ fn older_signed_metadata_is_refused_after_newer() {
     );
     f.step_ok("supervisor/checkin", 400).unwrap();
     lab.server
-        .admin(&["node", "state", &node.id.to_string(), "reinstall"])
+        .set_state(node.id, config::api::BootState::Reinstall)
         .unwrap();
     f.expect("@step supervisor/shutdown ok Reboot", 120)
         .unwrap();
@@ -154,17 +154,7 @@ fn a_server_certified_by_another_ca_is_refused() {
     };
     let other = lab.extra_server("other-ca", false).unwrap();
     let config = lab.dir.join("impostor.toml");
-    other
-        .admin(&[
-            "node",
-            "add",
-            "node-wrong-server",
-            "--site",
-            "testsite",
-            "-o",
-            &config.to_string_lossy(),
-        ])
-        .unwrap();
+    other.add_node("node-wrong-server", &config).unwrap();
     let node = qemu_tests::world::NodeReg {
         id: 1,
         config,
@@ -196,15 +186,7 @@ fn a_node_with_a_wrong_key_is_rejected_and_waits() {
     let iso = lab.node_iso(&node).unwrap();
     // The server's key changes after the CD was made.
     let newer = lab.dir.join("rekeyed.toml");
-    lab.server
-        .admin(&[
-            "node",
-            "rekey",
-            &node.id.to_string(),
-            "-o",
-            &newer.to_string_lossy(),
-        ])
-        .unwrap();
+    lab.server.rekey(node.id, &newer).unwrap();
     let disk = lab.blank_disk("disk", 4).unwrap();
     let mut qemu = lab.boot("boot", bios(&iso, vec![disk])).unwrap();
     let mut f = Follow::new(&mut qemu, &lab, node.id);
@@ -275,26 +257,25 @@ fn static_network_from_a_plnode_txt_stick_installs_under_uefi() {
         Err(e) => panic!("{e}"),
     };
     let txt = lab.dir.join("plnode.txt");
+    let mut spec = bootserver::admin::NewNode::new(
+        qemu_tests::world::SITE.parse().unwrap(),
+        "node-static",
+        None,
+    )
+    .unwrap();
+    spec.network.addressing = config::api::WireNetwork::Static {
+        address: "10.0.2.15".parse().unwrap(),
+        prefix: 24,
+        gateway: Some("10.0.2.2".parse().unwrap()),
+        dns: vec!["10.0.2.3".parse().unwrap()],
+    };
     lab.server
-        .admin(&[
-            "node",
-            "add",
-            "node-static",
-            "--site",
-            "testsite",
-            "--network",
-            "static",
-            "--address",
-            "10.0.2.15/24",
-            "--gateway",
-            "10.0.2.2",
-            "--dns",
-            "10.0.2.3",
-            "--plnode-txt",
-            "--no-urls",
-            "-o",
-            &txt.to_string_lossy(),
-        ])
+        .add_node_with(
+            &spec,
+            &bootserver::admin::ConfigUrls::FromBootCd,
+            &txt,
+            bootserver::admin::NodeConfigFormat::PlnodeTxt,
+        )
         .unwrap();
     let text = std::fs::read(&txt).unwrap();
     assert!(String::from_utf8_lossy(&text).contains("IP_METHOD=\"static\""));
@@ -382,7 +363,7 @@ fn power_cuts_during_an_install_always_end_in_a_working_os() {
     let mut unbootable = 0;
     for trial in 1..=trials {
         lab.server
-            .admin(&["node", "state", &node.id.to_string(), "reinstall"])
+            .set_state(node.id, config::api::BootState::Reinstall)
             .unwrap();
         let disk = lab.blank_disk(&format!("disk{trial}"), 4).unwrap();
         let mut qemu = lab

@@ -149,8 +149,7 @@ fn chain(lab: &Lab, run: u32) -> anyhow::Result<ChainRun> {
     let committed = seconds(&mut q, "@step reinstall/commit ok", 900)?;
     let handover = seconds(&mut q, "@step boot/handover ok", 300)?;
     let node_checkin = seconds(&mut q, "@step supervisor/checkin ok", 300)?;
-    lab.server
-        .admin(&["node", "reboot", &node.id.to_string()])?;
+    lab.server.request_reboot(node.id)?;
     seconds(&mut q, "@step supervisor/shutdown ok", 120)?;
     q.kill();
     let mut q = boot(&format!("bench{run}-second"), disk)?;
@@ -256,7 +255,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     for trial in 1..=args.trials {
         lab.server
-            .admin(&["node", "state", &node.id.to_string(), "reinstall"])?;
+            .set_state(node.id, config::api::BootState::Reinstall)?;
         let disk = lab.blank_disk(&format!("cut{trial}"), 4)?;
         let boot = |name: String| {
             lab.boot(

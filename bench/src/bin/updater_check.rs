@@ -23,14 +23,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use bootserver::admin::{self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat};
 use clap::Parser;
 use init::deploy::Disk;
 use init::node::updater::{Options, Outcome, Updater};
@@ -101,14 +102,6 @@ fn package(dir: &str, kb: usize, files: usize, seed: u32) -> Result<Vec<u8>> {
 }
 
 // -------------------------------------------------------------- server
-
-fn bootserver(args: &[&str]) -> Result<()> {
-    let mut argv = vec!["bootserver"];
-    argv.extend_from_slice(args);
-    let cli = bootserver::cli::Cli::try_parse_from(&argv)
-        .map_err(|e| anyhow!("bootserver {}: {e}", args.join(" ")))?;
-    bootserver::cli::run(cli).with_context(|| format!("bootserver {}", args.join(" ")))
-}
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -236,46 +229,28 @@ impl World {
 
         let (port, proxy_port) = (free_port()?, free_port()?);
         let workdir = dir.path().join("server");
-        let w = workdir.to_string_lossy().into_owned();
         let node_url = format!("https://127.0.0.1:{proxy_port}");
-        bootserver(&[
-            "init",
-            &w,
-            "--ip",
-            "127.0.0.1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--url",
-            &node_url,
-        ])?;
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let server = Admin::init(
+            &workdir,
+            &InitOptions {
+                hosts: vec![],
+                ips: vec![Ipv4Addr::LOCALHOST.into()],
+                listen,
+                urls: vec![node_url.parse().map_err(anyhow::Error::msg)?],
+                site_certificate: None,
+            },
+        )?;
         let root = repo_dir.join("metadata/1.root.json");
-        bootserver(&[
-            "--dir",
-            &w,
-            "repo",
-            "publish",
-            &repo_dir.to_string_lossy(),
-            "--root",
-            &root.to_string_lossy(),
-        ])?;
-        bootserver(&["--dir", &w, "site", "add", "bench"])?;
+        server.publish(&repo_dir, Some(&root))?;
+        server.add_site(&"bench".parse()?, "")?;
         let node_toml = dir.path().join("node.toml");
-        bootserver(&[
-            "--dir",
-            &w,
-            "node",
-            "add",
-            "node1.example.org",
-            "--site",
-            "bench",
-            "-o",
-            &node_toml.to_string_lossy(),
-        ])?;
-        let listen = format!("127.0.0.1:{port}");
-        let serve_dir = w.clone();
+        let spec = NewNode::new("bench".parse()?, "node1.example.org", None)?;
+        let (_, node_config) = server.add_node(&spec, &ConfigUrls::FromServer)?;
+        admin::files::write_node_config(&node_toml, &node_config, NodeConfigFormat::NodeToml)?;
         std::thread::spawn(move || {
-            if let Err(e) = bootserver(&["--dir", &serve_dir, "serve", "--listen", &listen]) {
-                eprintln!("bootserver serve: {e:#}");
+            if let Err(e) = server.serve(Some(listen), |_| {}, std::future::pending()) {
+                eprintln!("bootserver serve: {:#}", anyhow::Error::from(e));
             }
         });
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -430,14 +405,7 @@ fn main() -> Result<()> {
     world
         .repo
         .publish(std::slice::from_ref(&world.key), &expiries())?;
-    let w = world.workdir.to_string_lossy().into_owned();
-    bootserver(&[
-        "--dir",
-        &w,
-        "repo",
-        "publish",
-        &world.repo.dir().to_string_lossy(),
-    ])?;
+    Admin::open(&world.workdir)?.publish(world.repo.dir(), None)?;
     let trust_saved = world.dir.path().join("trust-v1");
     fs::create_dir_all(&trust_saved)?;
     for e in fs::read_dir(world.disk().trust_dir())? {

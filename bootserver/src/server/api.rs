@@ -138,8 +138,8 @@ impl App {
         let node = self
             .reads
             .with(|c| registry::node_auth(c, node_id))
-            .map_err(|e| Failure::internal(e.to_string()))?
-            .map_err(|e| Failure::internal(e.to_string()))?;
+            .map_err(|e| Failure::internal_error(&e))?
+            .map_err(|e| Failure::internal_error(&e))?;
         let Some(node) = node else {
             self.count_failure(node_id.0, false, AuthFailureReason::UnknownNode, &peer)
                 .await;
@@ -221,9 +221,10 @@ impl App {
                 "the node was deleted while its request was on its way",
             )),
             Err(e) => {
-                tracing::error!(error = %e, "storing a node report failed");
+                let line = floor::report::error_line(&e);
+                tracing::error!(error = %line, "storing a node report failed");
                 Err(
-                    Failure::internal(format!("the server could not store the report: {e}"))
+                    Failure::internal(format!("the server could not store the report: {line}"))
                         .signed(signer),
                 )
             }
@@ -242,7 +243,7 @@ async fn node_endpoint<T, F, Fut>(
     app: Arc<App>,
     req: Request,
     what: &str,
-    check: fn(&T) -> Result<(), String>,
+    check: fn(&T) -> Result<(), InputError>,
     handle: F,
 ) -> Response
 where
@@ -253,7 +254,7 @@ where
     let result = async {
         let authed = app.authenticate(req).await?;
         let value: T = parse_json(&authed.body, what, &authed.signer)?;
-        check(&value).map_err(|m| Failure::bad_request(m).signed(&authed.signer))?;
+        check(&value).map_err(|e| Failure::bad_request(e.to_string()).signed(&authed.signer))?;
         handle(app.clone(), authed, value).await
     }
     .await;
@@ -385,8 +386,8 @@ pub async fn slivers(State(app): State<Arc<App>>, req: Request) -> Response {
         let slivers = app
             .reads
             .with(|c| registry::slivers_for_node(c, a.node.id, now))
-            .map_err(|e| Failure::internal(e.to_string()).signed(&a.signer))?
-            .map_err(|e| Failure::internal(e.to_string()).signed(&a.signer))?;
+            .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
+            .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
         let reply = SliversResponse {
             node_id: a.node.id,
             generated_at: now,
@@ -410,7 +411,7 @@ pub async fn hello(State(app): State<Arc<App>>, req: Request) -> Response {
             .map_err(|e| Failure::bad_request(format!("the body is not a valid hello: {e}")))?;
         check_opt("bootcd_version", &request.bootcd_version, Limits::SHORT)
             .and_then(|()| check_hardware(&request.hardware))
-            .map_err(Failure::bad_request)?;
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
         let macs: Vec<String> = request
             .hardware
             .nics
@@ -424,7 +425,7 @@ pub async fn hello(State(app): State<Arc<App>>, req: Request) -> Response {
                 peer,
             })
             .await
-            .map_err(|e| Failure::internal(e.to_string()))?;
+            .map_err(|e| Failure::internal_error(&e))?;
         let reply = HelloResponse {
             message: "this machine is not registered with the boot server: an admin registers it \
                       with `bootserver node add` and boots it with the node config that writes"

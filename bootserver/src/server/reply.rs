@@ -47,6 +47,14 @@ impl Failure {
         Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// A 500 for an error the server ran into: the reply and the log carry
+    /// the error with its causes, on one line.
+    pub fn internal_error(error: &(dyn std::error::Error + 'static)) -> Failure {
+        let line = floor::report::error_line(error);
+        tracing::error!(error = %line, "a request failed inside the server");
+        Failure::internal(line)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -164,7 +164,7 @@ async fn serve_file(
             return builder
                 .status(StatusCode::NOT_MODIFIED)
                 .body(Body::empty())
-                .map_err(|e| Failure::internal(e.to_string()));
+                .map_err(|e| Failure::internal_error(&e));
         }
     }
 
@@ -212,7 +212,7 @@ async fn serve_file(
         .header(header::CONTENT_TYPE, file.content_type)
         .header(header::CONTENT_LENGTH, span.end - span.start)
         .body(body)
-        .map_err(|e| Failure::internal(e.to_string()))
+        .map_err(|e| Failure::internal_error(&e))
 }
 
 async fn body_for(app: &App, file: &Arc<FileEntry>, span: ByteRange) -> Result<Body, Failure> {

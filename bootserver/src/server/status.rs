@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::reply::{json_response, Failure};
 use super::App;
 use crate::model::{AuthFailureCount, EventKind, Node, NodeEvent, RepoPublish, UnregisteredNode};
-use crate::registry::{self, NodeSort, SortOrder};
+use crate::registry::{self, NodeSort, SortError, SortOrder};
 
 #[derive(Debug, Deserialize)]
 pub struct StatusQuery {
@@ -35,11 +35,15 @@ struct Sorting {
 impl StatusQuery {
     fn sorting(&self) -> Result<Sorting, Failure> {
         let sort = match &self.sort {
-            Some(s) => s.parse().map_err(Failure::bad_request)?,
+            Some(s) => s
+                .parse()
+                .map_err(|e: SortError| Failure::bad_request(e.to_string()))?,
             None => NodeSort::Hostname,
         };
         let order = match &self.order {
-            Some(o) => o.parse().map_err(Failure::bad_request)?,
+            Some(o) => o
+                .parse()
+                .map_err(|e: SortError| Failure::bad_request(e.to_string()))?,
             // Times read best newest first; names alphabetically.
             None if matches!(
                 sort,
@@ -98,9 +102,9 @@ async fn overview_data(app: &Arc<App>, sorting: &Sorting) -> Result<OverviewData
             })
     })
     .await
-    .map_err(|e| Failure::internal(e.to_string()))?
-    .map_err(|e| Failure::internal(e.to_string()))?
-    .map_err(|e| Failure::internal(e.to_string()))
+    .map_err(|e| Failure::internal_error(&e))?
+    .map_err(|e| Failure::internal_error(&e))?
+    .map_err(|e| Failure::internal_error(&e))
 }
 
 pub async fn overview_json(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> Response {
@@ -161,11 +165,11 @@ pub async fn node(State(app): State<Arc<App>>, Path(ident): Path<String>) -> Res
             })
         })
         .await
-        .map_err(|e| Failure::internal(e.to_string()))?
-        .map_err(|e| Failure::internal(e.to_string()))?
+        .map_err(|e| Failure::internal_error(&e))?
+        .map_err(|e| Failure::internal_error(&e))?
         .map_err(|e| match e {
             registry::RegistryError::NotFound { .. } => Failure::not_found(e.to_string()),
-            other => Failure::internal(other.to_string()),
+            other => Failure::internal_error(&other),
         })?;
         if as_json {
             #[derive(Serialize)]

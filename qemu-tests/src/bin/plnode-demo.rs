@@ -178,8 +178,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     say("stopping the node in order (through the boot server: `node reboot`)");
-    lab.server
-        .admin(&["node", "reboot", &node.id.to_string()])?;
+    lab.server.request_reboot(node.id)?;
     match qemu.wait_for_marker("@step supervisor/shutdown ok", Duration::from_secs(120)) {
         Ok(_) => say("the node stopped its services, synced and unmounted its disk"),
         Err(e) => eprintln!("the node did not stop in order: {e}"),
