@@ -140,7 +140,6 @@ fn an_unknown_node_is_named_once() {
 /// `floor::report::one_line` also leaves out the parts of a cause that the
 /// line already holds.
 #[test]
-
 fn a_damaged_database_is_one_line() {
     let wd = Workdir::new();
     for suffix in ["-wal", "-shm"] {
