@@ -437,6 +437,7 @@ fn bad_input_gives_a_clear_error_and_no_output() {
         args.extend(extra.iter().copied());
         let out = bootcd(&args);
         assert!(!out.status.success(), "{name}: build succeeded");
+        assert_one_line_error(&out);
         assert!(
             text(&out).contains(expected),
             "{name}: {expected:?} not in {}",
@@ -466,12 +467,28 @@ fn bad_input_gives_a_clear_error_and_no_output() {
             s(&output),
         ]);
         assert!(!out.status.success());
+        assert_one_line_error(&out);
         assert!(
             text(&out).contains(expected),
             "{expected:?} not in {}",
             text(&out)
         );
         assert!(files_in(&dir).is_empty(), "left {:?}", files_in(&dir));
+    }
+}
+
+/// A failing command prints its error on one line, each cause once.
+fn assert_one_line_error(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let parts: Vec<&str> = errors[0].split(": ").map(str::trim).collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} repeated in {}",
+            errors[0]
+        );
     }
 }
 

@@ -18,8 +18,13 @@ where
 {
     let mut line = String::new();
     for cause in chain {
-        let text = cause.to_string();
-        let text = text.trim();
+        // Multi-line messages (TOML's, with a source snippet) become one line.
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = text.as_str();
         if text.is_empty() || line.contains(text) {
             continue;
         }

@@ -408,3 +408,29 @@ fn bad_specs_and_inputs_are_refused_without_output() {
     assert!(text(&out).contains("no_such_module"), "{}", text(&out));
     assert!(files(&out_dir).is_empty(), "left {:?}", files(&out_dir));
 }
+
+/// Bad specs fail with one line, each cause once, and build nothing.
+#[test]
+fn bad_specs_fail_with_one_line_each_cause_once() {
+    let dir = scratch("bad-specs");
+    let malformed = dir.join("malformed.toml");
+    fs::write(&malformed, "version = 3\n[kernel]\ntrim = \"yes\"\n").unwrap();
+    let missing = dir.join("nospec.toml");
+    for (spec, expected) in [(&missing, "No such file"), (&malformed, "malformed.toml")] {
+        let out = mkimage(&["build", s(spec), "--out-dir", s(&dir.join("out"))]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(expected), "{stderr}");
+        let parts: Vec<&str> = errors[0].split(": ").map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                !parts[i + 1..].contains(part),
+                "{part:?} repeated in {}",
+                errors[0]
+            );
+        }
+        assert!(!dir.join("out").exists());
+    }
+}
