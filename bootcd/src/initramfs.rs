@@ -110,6 +110,7 @@ pub fn initramfs_tree(content: &InitramfsContent<'_>) -> Result<ImageTree, Initr
     }
     busybox::add_busybox(&mut tree, content.busybox)?;
     packages::etc_skeleton(&mut tree, "PlanetLab node CD", content.cd_version)?;
+    packages::runtime_links(&mut tree)?;
     Ok(tree)
 }
 

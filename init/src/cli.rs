@@ -47,6 +47,13 @@ pub enum Command {
     /// stage it for the CD to activate (the supervisor runs this as the
     /// service `updater` with --daemon --reboot).
     Update(UpdateArgs),
+    /// Ask the CD to re-hash every file of the installed deployment at the
+    /// next boot (the usual check compares types, sizes, modes and links).
+    CheckNextBoot {
+        /// The node's partition.
+        #[arg(long, default_value = "/plnode")]
+        partition: PathBuf,
+    },
     /// Ask PID 1 to reboot the node in order (services stopped, disks synced).
     Reboot,
     /// Ask PID 1 to power the node off in order.

@@ -28,6 +28,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Update(args) => update(args),
+        Command::CheckNextBoot { partition } => {
+            init::deploy::Disk::new(&partition).request_full_check()?;
+            println!("the CD re-hashes every file of the deployment at the next boot");
+            Ok(())
+        }
         Command::Reboot => signal_init(Signal::SIGTERM),
         Command::Poweroff => signal_init(Signal::SIGUSR2),
         Command::FindConfig => {

@@ -179,6 +179,13 @@ pub fn etc_skeleton(tree: &mut ImageTree, os_name: &str, version: &str) -> Resul
     Ok(())
 }
 
+/// Files a running node rewrites, linked into `/run` (a tmpfs): the
+/// installed root is mounted read-only, and the CD's root carries the same
+/// links so the two agree.
+pub fn runtime_links(tree: &mut ImageTree) -> Result<(), TreeError> {
+    tree.symlink("etc/resolv.conf", "/run/plnode/resolv.conf")
+}
+
 /// dropbear (server and key tool) with its libraries and host key directory.
 pub fn add_dropbear(tree: &mut ImageTree) -> Result<(), PackageError> {
     for (dest, host) in [
@@ -223,6 +230,7 @@ pub fn base_package(
         add_dropbear(&mut tree)?;
     }
     etc_skeleton(&mut tree, "PlanetLab node OS", version)?;
+    runtime_links(&mut tree)?;
     for (dest, bytes, mode) in files {
         tree.bytes(dest.trim_start_matches('/'), bytes.clone(), *mode)?;
     }

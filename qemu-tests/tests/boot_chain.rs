@@ -4,11 +4,12 @@
 //! serial console; the server's records are checked too.
 
 use qemu_tests::qemu::Firmware;
-use qemu_tests::world::{Boot, Follow, Lab, OS_VERSION};
+use qemu_tests::ssh::{staff_key, Ssh};
+use qemu_tests::world::{free_port, Boot, Follow, Lab, OS_VERSION};
 use qemu_tests::ArtifactError;
 
-fn lab(name: &str) -> Option<Lab> {
-    match Lab::new(name) {
+fn lab(name: &str, staff_keys: &[String]) -> Option<Lab> {
+    match Lab::with_staff_keys(name, staff_keys) {
         Ok(l) => Some(l),
         Err(ArtifactError::Unavailable(why)) => {
             eprintln!("SKIP: {why}");
@@ -20,15 +21,17 @@ fn lab(name: &str) -> Option<Lab> {
 
 #[test]
 fn fresh_install_hands_over_then_boots_from_disk() {
-    let Some(lab) = lab("fresh-install") else {
+    let (key, public) = staff_key().unwrap();
+    let Some(lab) = lab("fresh-install", &[public]) else {
         return;
     };
+    let ssh = Ssh::root(&key, free_port().unwrap());
     let node = lab.add_node("node1", &[]).unwrap();
     let iso = lab.node_iso(&node).unwrap();
     let disk = lab.blank_disk("disk", 4).unwrap();
 
     let mut qemu = lab
-        .boot(
+        .boot_forwarding(
             "first",
             Boot {
                 firmware: Firmware::Bios,
@@ -37,6 +40,7 @@ fn fresh_install_hands_over_then_boots_from_disk() {
                 rtc_base: None,
                 extra_args: vec![],
             },
+            &[(ssh.port, 22)],
         )
         .unwrap();
     let mut f = Follow::new(&mut qemu, &lab, node.id);
@@ -78,6 +82,32 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     assert_eq!(shown["report"]["os_version"], OS_VERSION, "{shown:#}");
     eprintln!("SKIP (part): a sliver assigned on the server running on the node: there is no node manager yet (slivers are a later issue)");
 
+    // The running root is the deployment, read-only: a stray write fails
+    // with EROFS; what the system writes goes to RAM or the partition.
+    let probe = ssh
+        .run_ok(
+            "for f in /probe /etc/probe /usr/probe; do touch $f 2>&1 || echo \"refused $f\"; done; \
+             touch /var/log/probe /root/probe /tmp/probe /run/probe && echo writable-places-ok; \
+             readlink /etc/resolv.conf; grep -c nameserver /etc/resolv.conf",
+        )
+        .unwrap();
+    for f in ["/probe", "/etc/probe", "/usr/probe"] {
+        assert!(probe.contains(&format!("refused {f}")), "{probe}");
+    }
+    assert!(probe.contains("Read-only file system"), "{probe}");
+    assert!(probe.contains("writable-places-ok"), "{probe}");
+    assert!(probe.contains("/run/plnode/resolv.conf"), "{probe}");
+    // A day's worth of activity in brief: logins, an updater run, logs.
+    for round in 0..4 {
+        ssh.run_ok(&format!(
+            "echo login {round} >> /var/log/activity; ls -R /etc >/dev/null"
+        ))
+        .unwrap();
+    }
+    let update = ssh.run_ok("/sbin/init update 2>&1; echo exit=$?").unwrap();
+    assert!(update.contains("exit=0"), "{update}");
+    ssh.run_ok("/sbin/init check-next-boot").unwrap();
+
     // An orderly reboot, asked for through the server.
     lab.server.request_reboot(node.id).unwrap();
     f.expect("@step supervisor/shutdown ok Reboot", 120)
@@ -105,8 +135,12 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     let mut f = Follow::new(&mut qemu, &lab, node.id);
     let checkin = f.step_ok("checkin", 240).unwrap();
     assert!(checkin.contains("state=boot"), "{checkin}");
-    let verify = f.step_ok("boot/verify", 120).unwrap();
+    let verify = f.step_ok("boot/verify", 180).unwrap();
     assert!(verify.contains(&format!("os={OS_VERSION}")), "{verify}");
+    assert!(
+        verify.contains("check=full"),
+        "the full check asked for on the node ran and passed: {verify}"
+    );
     f.step_ok("boot/handover", 60).unwrap();
     let second_handover = f.times.last().map(|t| t.1).unwrap_or_default();
     f.step_ok("supervisor/checkin", 120).unwrap();

@@ -449,7 +449,11 @@ fn boot_installed(
             BootChoice::Current { id, trial } => (id, trial),
         };
         let record = disk.record(&id)?;
-        deploy::check_deployment(&disk, &record, boot.cmdline.full_check)?;
+        // Asked for on the kernel command line, or by staff on the node
+        // (`init check-next-boot`); a request is used up even if the
+        // check fails, so a damaged disk does not loop on it.
+        let full = disk.take_full_check_request()? || boot.cmdline.full_check;
+        deploy::check_deployment(&disk, &record, full)?;
         if let Some(left) = trial {
             disk.set_bootcount(&deploy::BootCount {
                 deployment: id.clone(),
@@ -464,11 +468,7 @@ fn boot_installed(
             "deployment={} os={}{previous} check={}{}",
             record.id,
             record.os_version,
-            if boot.cmdline.full_check {
-                "full"
-            } else {
-                "quick"
-            },
+            if full { "full" } else { "quick" },
             trial
                 .map(|t| format!(" trial_boots_left={}", t.saturating_sub(1)))
                 .unwrap_or_default()

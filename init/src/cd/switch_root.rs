@@ -3,8 +3,10 @@
 //! The installed root is `deployments/<id>/root` on the node's partition.
 //! It becomes `/` by `switch_root`: bind it on `/sysroot`, put the
 //! deployment's kernel modules on `/lib/modules` and the whole partition on
-//! `/plnode`, move `/dev`, `/proc`, `/sys` and `/run` over, free the
-//! initramfs, make `/sysroot` the root and exec its `/sbin/init`.
+//! `/plnode`, the partition's `state/root` and `state/var` on `/root` and
+//! `/var`, make the deployment read-only, move `/dev`, `/proc`, `/sys` and
+//! `/run` over, free the initramfs, make `/sysroot` the root and exec its
+//! `/sbin/init`.
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -13,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _};
 use nix::mount::{mount, MsFlags};
 
-use crate::console;
 use crate::deploy::{DeploymentRecord, Disk};
 use crate::handover_note::{Handover, HANDOVER_FILE};
+use crate::{console, pid1};
 
 /// Where the new root is assembled.
 pub const SYSROOT: &str = "/sysroot";
@@ -25,6 +27,17 @@ pub const PARTITION_MOUNT: &str = "plnode";
 fn bind(src: &Path, dst: &Path) -> anyhow::Result<()> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .with_context(|| format!("binding {} on {}", src.display(), dst.display()))
+}
+
+fn remount_read_only(path: &Path) -> anyhow::Result<()> {
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {} read-only", path.display()))
 }
 
 fn move_mount(src: &Path, dst: &Path) -> anyhow::Result<()> {
@@ -149,6 +162,14 @@ fn try_switch_root(
         bind(&disk.root, &partition)?;
     } else {
         tracing::warn!("the installed root has no /{PARTITION_MOUNT}: the node's partition will not be visible to it");
+    }
+    // The deployment runs read-only: what the system writes goes to /run
+    // and /tmp (RAM), /root and /var (state/ on the partition) and /plnode,
+    // so a stray write fails with EROFS instead of failing the next boot's
+    // check of the deployment.
+    remount_read_only(&sysroot)?;
+    if pid1::is_mount_point(&target_modules) {
+        remount_read_only(&target_modules)?;
     }
 
     std::fs::create_dir_all("/run/plnode").context("creating /run/plnode")?;

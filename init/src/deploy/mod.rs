@@ -107,6 +107,9 @@ pub struct BootCount {
     pub attempts_left: u32,
 }
 
+/// A request for a full check of the deployment at the next boot.
+pub const FULL_CHECK_FILE: &str = "check-next-boot";
+
 /// How many boots a new deployment gets to prove itself.
 pub const TRIAL_BOOTS: u32 = 3;
 
@@ -218,6 +221,19 @@ impl Disk {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// Asks the CD to re-hash every file of the deployment at the next boot
+    /// (staff, after suspecting the disk; tests).
+    pub fn request_full_check(&self) -> anyhow::Result<()> {
+        Ok(write_atomic(&self.root.join(FULL_CHECK_FILE), b"full\n")?)
+    }
+
+    /// Whether a full check was asked for; the request is used up.
+    pub fn take_full_check_request(&self) -> anyhow::Result<bool> {
+        Ok(floor::durable::remove_file(
+            &self.root.join(FULL_CHECK_FILE),
+        )?)
     }
 
     pub fn bootcount(&self) -> anyhow::Result<Option<BootCount>> {

@@ -207,9 +207,14 @@ pub fn bring_up(
             }
         }
     };
-    write_resolv_conf(Path::new("/etc/resolv.conf"), &up.dns, up.domain.as_deref())?;
+    write_resolv_conf(Path::new(RESOLV_CONF), &up.dns, up.domain.as_deref())?;
     Ok(up)
 }
+
+/// Where the name servers are written: `/run` is a tmpfs the CD's
+/// `switch_root` carries into the installed system, whose root is
+/// read-only; `/etc/resolv.conf` on the CD and in `base` links here.
+pub const RESOLV_CONF: &str = "/run/plnode/resolv.conf";
 
 /// The resolv.conf text for these servers and search domain.
 pub fn resolv_conf(dns: &[IpAddr], domain: Option<&str>) -> String {
@@ -228,10 +233,7 @@ pub fn write_resolv_conf(path: &Path, dns: &[IpAddr], domain: Option<&str>) -> a
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, resolv_conf(dns, domain))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    floor::durable::write_atomic(path, resolv_conf(dns, domain).as_bytes())?;
     Ok(())
 }
 

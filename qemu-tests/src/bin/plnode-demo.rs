@@ -75,10 +75,8 @@ fn say(what: &str) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     say("building the node OS packages, the signed repository and the signed boot CD (cached after the first run)");
-    let staff_key = staff_key()?;
-    let staff_pub = std::fs::read_to_string(staff_key.with_extension("pub"))
-        .context("reading the staff key's public half")?;
-    let lab = match Lab::with_staff_keys("demo", &[staff_pub.trim().to_string()]) {
+    let (staff_key, staff_pub) = qemu_tests::ssh::staff_key()?;
+    let lab = match Lab::with_staff_keys("demo", &[staff_pub]) {
         Ok(lab) => lab,
         Err(ArtifactError::Unavailable(why)) => {
             return Err(anyhow!(
@@ -139,12 +137,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "the boot server shows node {}: boot state {}, run level {}, OS {}",
         node.id, shown["boot_state"], shown["report"]["run_level"], shown["report"]["os_version"]
     ));
-    let ssh = ssh_command(&staff_key, ssh_port);
+    let ssh = qemu_tests::ssh::Ssh::root(&staff_key, ssh_port);
     say(&format!(
         "logging in over ssh as staff (the boot server gave the node the key {})",
         staff_key.with_extension("pub").display()
     ));
-    let answer = ssh_login(&ssh)?;
+    let answer = ssh.run_ok(
+        "echo \"logged in to $(hostname) as $(id -un)\"; grep PRETTY_NAME /etc/os-release; uptime",
+    )?;
     eprintln!("    {}", answer.trim().replace('\n', "\n    "));
     eprintln!();
     eprintln!("Where to look:");
@@ -162,7 +162,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("  OS version:    {OS_VERSION}");
     eprintln!(
         "  ssh (staff):   {}{}",
-        ssh.join(" "),
+        ssh.command_line().join(" "),
         if args.keep_running {
             ""
         } else {
@@ -185,74 +185,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     qemu.kill();
     Ok(())
-}
-
-/// The demo's staff ssh key (made once with ssh-keygen, kept with the
-/// shared build artefacts): the boot server hands its public half to the
-/// node, which lets it log in as root.
-fn staff_key() -> anyhow::Result<std::path::PathBuf> {
-    let dir = qemu_tests::artifacts::target_dir().join("qemu-world");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = dir.join("demo-staff-key");
-    if !key.with_extension("pub").exists() {
-        let _ = std::fs::remove_file(&key);
-        let status = std::process::Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "plnode-demo-staff",
-                "-f",
-            ])
-            .arg(&key)
-            .status()
-            .context("running ssh-keygen (apt-get install openssh-client)")?;
-        anyhow::ensure!(status.success(), "ssh-keygen failed");
-    }
-    Ok(key)
-}
-
-fn ssh_command(key: &std::path::Path, port: u16) -> Vec<String> {
-    [
-        "ssh",
-        "-i",
-        &key.display().to_string(),
-        "-p",
-        &port.to_string(),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "root@127.0.0.1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// Runs a command on the node over ssh (a few tries: the keys arrive with
-/// the node's first check-in); its output.
-fn ssh_login(ssh: &[String]) -> anyhow::Result<String> {
-    let mut last = String::new();
-    for _ in 0..6 {
-        let out = std::process::Command::new(&ssh[0])
-            .args(&ssh[1..])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
-            .arg("echo \"logged in to $(hostname) as $(id -un)\"; grep PRETTY_NAME /etc/os-release; uptime")
-            .output()
-            .context("running ssh")?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        std::thread::sleep(Duration::from_secs(5));
-    }
-    Err(anyhow!("ssh into the node failed: {last}"))
 }
 
 /// Shows each step as it passes, with the console's latest line below.

@@ -186,9 +186,29 @@ fn report_update(node: &mut Node, event: UpdateEvent, handover: &Handover, reaso
     }
 }
 
-/// Keeps a DHCP lease renewed (a thread; the CD configured the address).
+/// The lease's name servers into `/run/plnode/resolv.conf`.
+fn write_lease_dns(lease: &dhcp::Lease) {
+    let dns: Vec<std::net::IpAddr> = lease.dns.iter().copied().map(Into::into).collect();
+    if let Err(e) =
+        net::write_resolv_conf(Path::new(net::RESOLV_CONF), &dns, lease.domain.as_deref())
+    {
+        console::line(&format!("dhcp: {e:#}"));
+    }
+}
+
+/// Keeps a DHCP lease renewed (a thread; the CD configured the address)
+/// and the name servers in `/run/plnode/resolv.conf` current. After a
+/// kexec hand-over nothing was written yet, so a static config writes its
+/// servers here too.
 fn keep_lease(config: &NodeConfig) {
-    if config.network.addressing != Addressing::Dhcp {
+    let resolv = Path::new(net::RESOLV_CONF);
+    if let Addressing::Static(s) = &config.network.addressing {
+        if !resolv.exists() {
+            let domain = config.domain.as_ref().map(|d| d.to_string());
+            if let Err(e) = net::write_resolv_conf(resolv, &s.dns, domain.as_deref()) {
+                console::line(&format!("supervisor: {e:#}"));
+            }
+        }
         return;
     }
     let netcfg = config.network.clone();
@@ -208,6 +228,7 @@ fn keep_lease(config: &NodeConfig) {
             if let Err(e) = net::configure(nic.index, lease.address, lease.prefix, lease.router) {
                 console::line(&format!("dhcp: {e:#}"));
             }
+            write_lease_dns(&lease);
             loop {
                 std::thread::sleep(
                     lease
@@ -233,6 +254,9 @@ fn keep_lease(config: &NodeConfig) {
                     Ok(l) => {
                         if l.address != lease.address {
                             let _ = net::configure(nic.index, l.address, l.prefix, l.router);
+                        }
+                        if l.dns != lease.dns || l.domain != lease.domain {
+                            write_lease_dns(&l);
                         }
                         tracing::info!(
                             "lease on {} renewed: {} for {} s",
