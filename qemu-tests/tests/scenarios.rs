@@ -1,4 +1,4 @@
-//! Breaking the chain on purpose (issue 7's scenarios): each test boots the
+//! Breaking the chain on purpose: each test boots the
 //! real CD in QEMU against a real boot server and checks both what the guest
 //! printed and what the server recorded.
 

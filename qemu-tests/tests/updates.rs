@@ -1,4 +1,4 @@
-//! Issue 7's scenarios 3 and 4 on one node: a signed update (of `base`,
+//! Updates on one node: a signed update (of `base`,
 //! and of the kernel, which the CD then starts by kexec) is staged by
 //! the node's updater, activated by the CD on trial and marked good; then a
 //! bad update (a required service that cannot start) fails its trial boots,
@@ -85,7 +85,7 @@ fn a_signed_update_is_activated_and_a_bad_one_rolled_back() {
 
     // Scenario 3: a signed update of `base`, and of the kernel when Debian
     // offers a second one: a kernel that is not the CD's is started by
-    // kexec (issue 5's hand-over), the case a kernel update makes.
+    // kexec (DESIGN.md §4, hand-over), the case a kernel update makes.
     let kernel = match other_kernel() {
         Ok(k) => Some(k),
         Err(ArtifactError::Unavailable(why)) => {
@@ -200,7 +200,7 @@ fn a_signed_update_is_activated_and_a_bad_one_rolled_back() {
     );
 }
 
-/// Issue 7's scenario 9, during an update: each trial publishes a new
+/// Power cuts during an update: each trial publishes a new
 /// `base`, cuts the power at a random moment between the updater starting
 /// to stage it and the next boot's hand-over, and boots again. Every trial
 /// must end in a node whose services are up and that runs either the old

@@ -7,7 +7,7 @@
 //! Two phases: an open loop at a fixed offered rate (latency measured from
 //! each request's scheduled send time, so a stalled server cannot hide its
 //! queue), then a closed loop with every node sending back to back
-//! (saturation throughput). Targets from issue 3: ≥ 2,000 check-ins/s with
+//! (saturation throughput). Targets: ≥ 2,000 check-ins/s with
 //! p99 < 50 ms on a 2-core machine. There is no other tool a PlanetLab site
 //! would use for this, so the figures stand alone.
 //!

@@ -8,7 +8,7 @@
 //! snapshot directory with `sendfile`, 2 workers (one per core) and the
 //! server's certificate. Both get 2 cores' worth of threads. The client
 //! (rustls + hyper, keep-alive) downloads each file repeatedly over a few
-//! connections and reads every byte. Target from issue 3: ≥ 0.8× nginx.
+//! connections and reads every byte. Target: ≥ 0.8× nginx.
 //!
 //! `cargo run --release -p bench --bin bootserver_repo [-- --seconds 8 --connections 4]`
 

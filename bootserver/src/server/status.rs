@@ -1,4 +1,4 @@
-//! The status page (spec 3.8: researchers watch it to see nodes reboot):
+//! The status page (PlanetLab Phase 0 specification, §3.8: researchers watch it to see nodes reboot):
 //! plain server-rendered HTML, no JavaScript, sortable by any column with
 //! `?sort=COLUMN&order=asc|desc`, a per-node page with its log, and JSON
 //! twins for scripts. Node keys never appear.
