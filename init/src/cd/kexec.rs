@@ -180,7 +180,11 @@ pub fn write_initramfs(
         &serde_json::to_vec_pretty(note)?,
     )?;
     cpio::newc::trailer(&mut cpio.out).context("finishing the initramfs")?;
-    let mut out_file = cpio.out.into_inner().map_err(|e| anyhow!("{e}"))?;
+    let mut out_file = cpio
+        .out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("writing the initramfs")?;
     out_file.flush()?;
     Ok(cpio.bytes)
 }

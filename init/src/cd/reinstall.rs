@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use pkgsign::fetch::{DownloadPolicy, Fetcher, HttpFetcher};
 use pkgsign::Verifier;
 
@@ -129,7 +129,7 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
     let http = HttpFetcher::new(&inputs.repo_base, inputs.client.clone(), policy).map_err(|e| {
         Failure {
             step: "reinstall/metadata",
-            error: anyhow!("{e}"),
+            error: anyhow::Error::new(e).context("the repository URL"),
         }
     })?;
     let (repo, packages) = step("reinstall/metadata", || {
@@ -137,10 +137,10 @@ pub fn run(inputs: &Inputs<'_>) -> Result<Installed, Failure> {
             .with_context(|| format!("reading the CD's {CD_ROOT_METADATA}"))?;
         std::fs::create_dir_all(RAM_TRUST)?;
         let mut verifier =
-            Verifier::open(Path::new(RAM_TRUST), &root).map_err(|e| anyhow!("{e}"))?;
+            Verifier::open(Path::new(RAM_TRUST), &root).context("opening the verifier")?;
         let repo = verifier
             .update(&http, std::time::SystemTime::now())
-            .map_err(|e| anyhow!("{e}"))?;
+            .context("verifying the repository's signed metadata")?;
         let packages = deploy::node_packages(&repo)?;
         let detail = format!(
             "targets={} {}",

@@ -196,11 +196,8 @@ fn try_switch_root(
     nix::unistd::chroot(".").context("chroot into the new root")?;
     std::env::set_current_dir("/").context("entering the new root")?;
 
-    let prog = CString::new("/sbin/init").map_err(|e| anyhow!("{e}"))?;
-    let args = [
-        CString::new("/sbin/init").map_err(|e| anyhow!("{e}"))?,
-        CString::new("supervisor").map_err(|e| anyhow!("{e}"))?,
-    ];
+    let prog = c"/sbin/init".to_owned();
+    let args = [c"/sbin/init".to_owned(), c"supervisor".to_owned()];
     let env: [CString; 0] = [];
     match nix::unistd::execve(&prog, &args, &env) {
         Ok(never) => match never {},

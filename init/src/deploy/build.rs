@@ -360,15 +360,16 @@ impl Build<'_> {
         let running_dir = self.disk.deployment_path(&running.id);
         let manifest_path = running_dir.join(&old.manifest);
         let installed = fs::read(&manifest_path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| Manifest::from_json(&b));
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .and_then(|b| Manifest::from_json(&b).map_err(Into::into));
         let manifest = match installed {
             Ok(m) => m,
             Err(e) => {
                 console::line(&format!(
-                    "deploy: package {}: cannot read its manifest {}: {e}; installing it from the repository instead",
+                    "deploy: package {}: cannot read its manifest {}: {}; installing it from the repository instead",
                     p.name(),
-                    manifest_path.display()
+                    manifest_path.display(),
+                    floor::report::error_line(e.as_ref())
                 ));
                 return Ok(None);
             }

@@ -12,6 +12,17 @@ use sha2::{Digest, Sha256};
 use crate::metadata::Sha256Digest;
 
 /// Type of a tree entry.
+/// A manifest file that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not canonical JSON.
+    #[error("not a manifest (JSON)")]
+    Json(#[source] crate::canonical::ParseError),
+    /// JSON, but not a manifest's shape.
+    #[error("not a manifest")]
+    Shape(#[source] serde_json::Error),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
@@ -58,9 +69,9 @@ impl Manifest {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<Manifest, String> {
-        let value = crate::canonical::parse(bytes).map_err(|e| e.to_string())?;
-        serde_json::from_value(value).map_err(|e| e.to_string())
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let value = crate::canonical::parse(bytes).map_err(ManifestError::Json)?;
+        serde_json::from_value(value).map_err(ManifestError::Shape)
     }
 
     /// Sum of file sizes.

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 pub use extract::{extract_tar, ExtractError, ExtractPolicy, ExtractStats};
-pub use manifest::{verify_tree, EntryKind, Manifest, ManifestEntry, TreeError, TreeProblem};
+pub use manifest::{
+    verify_tree, EntryKind, Manifest, ManifestEntry, ManifestError, TreeError, TreeProblem,
+};
 pub use swap::remove_tree;
 
 use crate::fetch::{FetchError, Fetcher};
