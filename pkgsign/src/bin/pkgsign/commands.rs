@@ -139,7 +139,7 @@ pub fn run(command: Command) -> Result<()> {
             let bytes = std::fs::read(&manifest)
                 .with_context(|| format!("reading {}", manifest.display()))?;
             let manifest =
-                Manifest::from_json(&bytes).map_err(|e| anyhow!("{}: {e}", manifest.display()))?;
+                Manifest::from_json(&bytes).with_context(|| manifest.display().to_string())?;
             install::verify_tree(&dir, &manifest, full)
                 .with_context(|| format!("{}", dir.display()))?;
             println!(
