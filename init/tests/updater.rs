@@ -314,15 +314,13 @@ impl World {
             .update(&source, std::time::SystemTime::now())
             .unwrap();
         let packages = init::deploy::node_packages(&verified).unwrap();
-        let record = init::deploy::Build {
-            disk: &disk,
-            repo: &verified,
-            packages: &packages,
-            plan: &init::deploy::Plan::fresh(&packages),
-            source: &source,
-            running: None,
-            progress: None,
-        }
+        let record = init::deploy::Build::fresh(
+            &disk,
+            &verified,
+            &packages,
+            &init::deploy::Plan::fresh(&packages),
+            &source,
+        )
         .run_fresh()
         .unwrap()
         .record;

@@ -268,15 +268,13 @@ impl World {
         let source = DirFetcher::new(repo_dir);
         let verified = verifier.update(&source, SystemTime::now())?;
         let packages = init::deploy::node_packages(&verified)?;
-        let record = init::deploy::Build {
-            disk: &disk,
-            repo: &verified,
-            packages: &packages,
-            plan: &init::deploy::Plan::fresh(&packages),
-            source: &source,
-            running: None,
-            progress: None,
-        }
+        let record = init::deploy::Build::fresh(
+            &disk,
+            &verified,
+            &packages,
+            &init::deploy::Plan::fresh(&packages),
+            &source,
+        )
         .run_fresh()?
         .record;
         disk.activate(&record.id, false)?;
@@ -469,15 +467,13 @@ fn main() -> Result<()> {
         )?;
         let verified = verifier.update(&http, SystemTime::now())?;
         let packages = init::deploy::node_packages(&verified)?;
-        init::deploy::Build {
-            disk: &scratch,
-            repo: &verified,
-            packages: &packages,
-            plan: &init::deploy::Plan::fresh(&packages),
-            source: &http,
-            running: None,
-            progress: None,
-        }
+        init::deploy::Build::fresh(
+            &scratch,
+            &verified,
+            &packages,
+            &init::deploy::Plan::fresh(&packages),
+            &http,
+        )
         .run_fresh()?;
         full_times.push(started.elapsed());
         std::thread::sleep(Duration::from_millis(200));

@@ -218,7 +218,27 @@ pub struct Built {
     pub fetched_instead: Vec<String>,
 }
 
-impl Build<'_> {
+impl<'a> Build<'a> {
+    /// A build of every package from `source`, copying nothing (a fresh
+    /// install); the plan is [`Plan::fresh`].
+    pub fn fresh(
+        disk: &'a Disk,
+        repo: &'a VerifiedRepo,
+        packages: &'a [VerifiedPackage],
+        plan: &'a Plan,
+        source: &'a dyn Fetcher,
+    ) -> Build<'a> {
+        Build {
+            disk,
+            repo,
+            packages,
+            plan,
+            source,
+            running: None,
+            progress: None,
+        }
+    }
+
     /// Builds a deployment whose plan copies nothing (a fresh install).
     pub fn run_fresh(&self) -> Result<Built, BuildError> {
         self.run::<BuildError>(&mut |p| Err(BuildError::MissingPackage(p.name().to_string())))
