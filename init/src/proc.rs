@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -106,13 +107,42 @@ pub struct Child {
 /// place on musl, so without this a service could not be stopped with
 /// SIGTERM.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    spawn_in_cgroup(cmd, None)
+}
+
+/// [`spawn`], with the child moved into the cgroup whose `cgroup.procs`
+/// file is `cgroup_procs` before it executes anything, so everything it
+/// starts is accounted and limited there from the first instruction.
+pub fn spawn_in_cgroup(cmd: &mut Command, cgroup_procs: Option<&Path>) -> std::io::Result<Child> {
+    let procs = match cgroup_procs {
+        Some(p) => Some(
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| std::io::Error::other("a cgroup path with a NUL byte"))?,
+        ),
+        None => None,
+    };
     // SAFETY: between fork and exec the closure only calls pthread_sigmask,
-    // which is async-signal-safe, and allocates nothing.
+    // open, write and close, which are async-signal-safe, and allocates
+    // nothing (the path was made before the fork).
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
             nix::sys::signal::SigSet::empty()
                 .thread_set_mask()
-                .map_err(std::io::Error::from)
+                .map_err(std::io::Error::from)?;
+            if let Some(path) = &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" is the writing process itself.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let error = std::io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+            }
+            Ok(())
         });
     }
     if !REAPER.load(Ordering::SeqCst) {
@@ -254,6 +284,62 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cgroup2 directory of this test's own (removed on drop), on the
+    /// build host's controller-less hierarchy or a node's.
+    struct TestCgroup(std::path::PathBuf);
+
+    impl TestCgroup {
+        fn new(name: &str) -> Option<TestCgroup> {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("SKIP: moving processes between cgroups needs root");
+                return None;
+            }
+            let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                .iter()
+                .map(std::path::Path::new)
+                .find(|p| {
+                    p.join("cgroup.procs").is_file() && p.join("cgroup.controllers").is_file()
+                });
+            let Some(root) = root else {
+                eprintln!("SKIP: no cgroup2 hierarchy on this machine");
+                return None;
+            };
+            let dir = root.join(format!("plnode-test-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            Some(TestCgroup(dir))
+        }
+    }
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_child_starts_inside_its_cgroup() {
+        let Some(cg) = TestCgroup::new("spawn") else {
+            return;
+        };
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let mut child = spawn_in_cgroup(&mut cmd, Some(&cg.0.join("cgroup.procs"))).unwrap();
+        let members = std::fs::read_to_string(cg.0.join("cgroup.procs")).unwrap();
+        let _ = nix::sys::signal::kill(
+            Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        assert!(
+            members.lines().any(|l| l.trim() == child.id().to_string()),
+            "pid {} not in {members:?}",
+            child.id()
+        );
+        // A cgroup that does not exist fails the spawn, it does not run elsewhere.
+        let mut cmd = Command::new("true");
+        assert!(spawn_in_cgroup(&mut cmd, Some(&cg.0.join("nowhere/cgroup.procs"))).is_err());
+    }
 
     #[test]
     fn children_start_with_no_signals_blocked_even_when_the_parent_blocks_them() {

@@ -66,9 +66,16 @@ pub enum Ending {
     PowerOff,
 }
 
+/// Where the node's cgroup2 hierarchy is mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The node's own services, one child group each; slivers live beside it
+/// (`slivers/`, the node manager's), so CPU weights between the node and
+/// its slivers mean what they say.
+pub const SYSTEM_CGROUP: &str = "system";
+
 fn mount_node_filesystems() -> anyhow::Result<()> {
     pid1::mount_early()?;
-    let cg = Path::new("/sys/fs/cgroup");
+    let cg = Path::new(CGROUP_ROOT);
     std::fs::create_dir_all(cg).ok();
     if !pid1::is_mount_point(cg) {
         nix::mount::mount(
@@ -82,15 +89,28 @@ fn mount_node_filesystems() -> anyhow::Result<()> {
         )
         .context("mounting cgroup2 on /sys/fs/cgroup")?;
     }
-    // Hand every controller to child groups (slivers get their own later).
-    if let Ok(controllers) = std::fs::read_to_string(cg.join("cgroup.controllers")) {
-        let enable: String = controllers
-            .split_whitespace()
-            .map(|c| format!("+{c} "))
-            .collect();
-        let _ = std::fs::write(cg.join("cgroup.subtree_control"), enable.trim());
-    }
+    system_cgroup(cg)?;
     Ok(())
+}
+
+/// Hands every controller down from `root` to `system/`, which hands them
+/// on to one group per service. Returns `system/`.
+pub fn system_cgroup(root: &Path) -> anyhow::Result<PathBuf> {
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .with_context(|| format!("reading {}/cgroup.controllers", root.display()))?;
+    let enable: String = controllers
+        .split_whitespace()
+        .map(|c| format!("+{c} "))
+        .collect();
+    let system = root.join(SYSTEM_CGROUP);
+    std::fs::create_dir_all(&system).with_context(|| format!("creating {}", system.display()))?;
+    for dir in [root, system.as_path()] {
+        if !enable.trim().is_empty() {
+            std::fs::write(dir.join("cgroup.subtree_control"), enable.trim())
+                .with_context(|| format!("enabling {} in {}", enable.trim(), dir.display()))?;
+        }
+    }
+    Ok(system)
 }
 
 /// The signals PID 1 acts on: reboot (TERM, INT from ctrl-alt-del), power
@@ -328,7 +348,17 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
         }
     }
 
-    let services = Services::start(&spec.services, &spec.supervisor, &opts.log_dir());
+    // On a machine every service runs in its own group under system/.
+    let cgroups = opts
+        .machine
+        .then(|| Path::new(CGROUP_ROOT).join(SYSTEM_CGROUP))
+        .filter(|p| p.is_dir());
+    let services = Services::start(
+        &spec.services,
+        &spec.supervisor,
+        &opts.log_dir(),
+        cgroups.as_deref(),
+    );
 
     let (tx, rx) = channel::<Signal>();
     let waiter = signals;

@@ -71,7 +71,13 @@ pub fn backoff(quick_failures: u32) -> Duration {
 
 impl Services {
     /// Starts every service, each watched by its own thread.
-    pub fn start(specs: &[ServiceSpec], settings: &Settings, log_dir: &Path) -> Services {
+    /// With `cgroups`, each service runs in the group `<cgroups>/<name>`.
+    pub fn start(
+        specs: &[ServiceSpec],
+        settings: &Settings,
+        log_dir: &Path,
+        cgroups: Option<&Path>,
+    ) -> Services {
         let shared = Arc::new(Shared {
             statuses: Mutex::new(BTreeMap::new()),
             stopping: AtomicBool::new(false),
@@ -96,9 +102,10 @@ impl Services {
                 log_dir.to_path_buf(),
             );
             let name = spec.name.clone();
+            let cgroup = cgroups.and_then(|base| service_cgroup(base, &name));
             match std::thread::Builder::new()
                 .name(format!("svc-{name}"))
-                .spawn(move || watch(spec, settings, shared, log_dir))
+                .spawn(move || watch(spec, settings, shared, log_dir, cgroup))
             {
                 Ok(t) => threads.push(t),
                 Err(e) => console::line(&format!("cannot watch service {name}: {e}")),
@@ -193,7 +200,26 @@ fn pipe_lines(
         .ok()
 }
 
-fn watch(spec: ServiceSpec, settings: Settings, shared: Arc<Shared>, log_dir: PathBuf) {
+/// `<base>/<name>`, created when missing; `None` (the service runs where
+/// the supervisor does) when it cannot be made.
+fn service_cgroup(base: &Path, name: &str) -> Option<PathBuf> {
+    let dir = base.join(name);
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir.join("cgroup.procs")),
+        Err(e) => {
+            console::line(&format!("service {name}: no cgroup {}: {e}", dir.display()));
+            None
+        }
+    }
+}
+
+fn watch(
+    spec: ServiceSpec,
+    settings: Settings,
+    shared: Arc<Shared>,
+    log_dir: PathBuf,
+    cgroup_procs: Option<PathBuf>,
+) {
     let name = spec.name.clone();
     let log = Arc::new(Mutex::new(RotatingLog::open(
         &log_dir,
@@ -222,7 +248,7 @@ fn watch(spec: ServiceSpec, settings: Settings, shared: Arc<Shared>, log_dir: Pa
         }
         set(&shared, &name, |s| s.state = State::Starting);
         let started = Instant::now();
-        let (exit, ran) = match proc::spawn(&mut cmd) {
+        let (exit, ran) = match proc::spawn_in_cgroup(&mut cmd, cgroup_procs.as_deref()) {
             Err(e) => {
                 console::step(
                     &format!("service/{name}"),
