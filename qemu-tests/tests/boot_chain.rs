@@ -88,7 +88,7 @@ fn fresh_install_hands_over_then_boots_from_disk() {
         .run_ok(
             "for f in /probe /etc/probe /usr/probe; do touch $f 2>&1 || echo \"refused $f\"; done; \
              touch /var/log/probe /root/probe /tmp/probe /run/probe && echo writable-places-ok; \
-             readlink /etc/resolv.conf; grep -c nameserver /etc/resolv.conf",
+             readlink /etc/resolv.conf; grep -c nameserver /etc/resolv.conf; cat /proc/self/cgroup",
         )
         .unwrap();
     for f in ["/probe", "/etc/probe", "/usr/probe"] {
@@ -97,6 +97,8 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     assert!(probe.contains("Read-only file system"), "{probe}");
     assert!(probe.contains("writable-places-ok"), "{probe}");
     assert!(probe.contains("/run/plnode/resolv.conf"), "{probe}");
+    // A login runs under sshd, in that service's cgroup below system/.
+    assert!(probe.contains("0::/system/sshd"), "{probe}");
     // A day's worth of activity in brief: logins, an updater run, logs.
     for round in 0..4 {
         ssh.run_ok(&format!(
