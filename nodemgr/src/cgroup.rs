@@ -137,7 +137,11 @@ impl CgroupRoot {
     pub fn check(&self) -> Result<Option<LimitsUnavailable>, CgroupError> {
         let slivers = self.slivers_dir();
         let file = slivers.join("cgroup.subtree_control");
-        let enabled = if file.exists() { read_words(&file)? } else { Vec::new() };
+        let enabled = if file.exists() {
+            read_words(&file)?
+        } else {
+            Vec::new()
+        };
         let missing: Vec<String> = CONTROLLERS
             .iter()
             .filter(|c| !enabled.iter().any(|e| e == *c))
@@ -328,9 +332,7 @@ impl SliverCgroup {
         let Some(text) = self.read("cgroup.events")? else {
             return Ok(false);
         };
-        Ok(text
-            .lines()
-            .any(|l| l.split_once(' ') == Some((key, "1"))))
+        Ok(text.lines().any(|l| l.split_once(' ') == Some((key, "1"))))
     }
 
     /// Whether any process is in the group.
@@ -354,7 +356,12 @@ impl SliverCgroup {
         Ok(())
     }
 
-    fn wait_for(&self, key: &'static str, value: bool, timeout: Duration) -> Result<(), CgroupError> {
+    fn wait_for(
+        &self,
+        key: &'static str,
+        value: bool,
+        timeout: Duration,
+    ) -> Result<(), CgroupError> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use config::rspec::Rspec;
-use nodemgr::manager::{EnterOptions, Enforcement};
+use nodemgr::manager::{Enforcement, EnterOptions};
 use nodemgr::settings::Settings;
 use nodemgr::storage::SliversFs;
 use nodemgr::{AuthorizedKeys, NodeManager, SliceName};
@@ -53,8 +53,10 @@ fn slice(name: &str) -> Result<SliceName> {
 }
 
 fn read_rspec(path: &Path) -> Result<Rspec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let rspec: Rspec = toml::from_str(&text).with_context(|| format!("{}: not a valid rspec", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rspec: Rspec =
+        toml::from_str(&text).with_context(|| format!("{}: not a valid rspec", path.display()))?;
     rspec
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: rspec out of range: {e}", path.display()))?;
@@ -65,12 +67,17 @@ fn read_keys(path: Option<&Path>) -> Result<AuthorizedKeys> {
     let Some(path) = path else {
         return Ok(AuthorizedKeys::default());
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    AuthorizedKeys::parse(&text).with_context(|| format!("{}: not an authorized_keys file", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    AuthorizedKeys::parse(&text)
+        .with_context(|| format!("{}: not an authorized_keys file", path.display()))
 }
 
 fn report_enforcement(slice: &SliceName, e: &Enforcement) {
-    for why in [&e.limits_unavailable, &e.quota_unavailable].into_iter().flatten() {
+    for why in [&e.limits_unavailable, &e.quota_unavailable]
+        .into_iter()
+        .flatten()
+    {
         eprintln!("nodemgr: warning: sliver {slice}: {why}");
     }
 }
@@ -121,7 +128,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<32} {:<8} {:<9} {:>10}", "SLICE", "SHOULD", "STATE", "FIRST ID");
+                println!(
+                    "{:<32} {:<8} {:<9} {:>10}",
+                    "SLICE", "SHOULD", "STATE", "FIRST ID"
+                );
                 for s in list {
                     let state = match s.pid {
                         Some(pid) => format!("pid {pid}"),
@@ -195,17 +205,28 @@ fn print_report(r: &nodemgr::manager::SliverReport) {
     println!(
         "state:      {} (should be {})",
         match r.pid {
-            Some(pid) => format!("running, PID 1 is host pid {pid}, {} processes", r.processes),
+            Some(pid) => format!(
+                "running, PID 1 is host pid {pid}, {} processes",
+                r.processes
+            ),
             None => "stopped".to_string(),
         },
-        serde_json::to_value(s.desired).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(s.desired)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     );
     println!("created:    {}", s.created);
     match s.rspec.lease_end {
         Some(end) => println!("lease end:  {end}"),
         None => println!("lease end:  none"),
     }
-    println!("host ids:   {}..{} (root inside = {})", s.ids.first, s.ids.first + nodemgr::ids::RANGE_SIZE - 1, s.ids.first);
+    println!(
+        "host ids:   {}..{} (root inside = {})",
+        s.ids.first,
+        s.ids.first + nodemgr::ids::RANGE_SIZE - 1,
+        s.ids.first
+    );
     println!("cgroup:     {}", r.cgroup.display());
     if let Some(why) = &r.limits_unavailable {
         println!("limits:     {why}");

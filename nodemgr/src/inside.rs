@@ -256,8 +256,14 @@ fn mkdir_p(path: &Path) -> Result<(), InsideError> {
 
 fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
     // Nothing done here may reach the host's mount namespace.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(nix_step("making the mounts private"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_step("making the mounts private"))?;
     let lower_path = cpath(&plan.lower)?;
     sys::move_mount_to(lower.as_fd(), &lower_path)
         .map_err(step("attaching the id-mapped reference root"))?;
@@ -283,11 +289,23 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
     // while the host's /proc is still visible (the kernel wants a fully
     // visible procfs in the namespace before it allows a new one).
     let proc_dir = root.join("proc");
-    mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev_noexec, None::<&str>)
-        .map_err(nix_step("mounting /proc"))?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None::<&str>,
+    )
+    .map_err(nix_step("mounting /proc"))?;
     let proc_sys = proc_dir.join("sys");
-    mount(Some(&proc_sys), &proc_sys, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(nix_step("binding /proc/sys"))?;
+    mount(
+        Some(&proc_sys),
+        &proc_sys,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(nix_step("binding /proc/sys"))?;
     mount(
         None::<&str>,
         &proc_sys,
@@ -302,7 +320,10 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
     let sys_tree = sys::open_tree_clone(c"/sys", true).map_err(step("cloning /sys"))?;
     sys::mount_setattr(
         sys_tree.as_fd(),
-        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
+        sys::MOUNT_ATTR_RDONLY
+            | sys::MOUNT_ATTR_NOSUID
+            | sys::MOUNT_ATTR_NODEV
+            | sys::MOUNT_ATTR_NOEXEC,
         None,
         true,
     )
@@ -347,7 +368,13 @@ fn mount_overlay(target: &Path, options: &str) -> Result<(), InsideError> {
     // directory busy for a moment.
     let start = Instant::now();
     loop {
-        match mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options)) {
+        match mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options),
+        ) {
             Err(nix::Error::EBUSY) if start.elapsed() < Duration::from_secs(5) => {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -371,12 +398,19 @@ fn build_dev(dev: &Path, shm_size: u64) -> Result<(), InsideError> {
         fs::OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o666)
             .open(&node)
             .map_err(step(format!("making /dev/{name}")))?;
         let host = Path::new("/dev").join(name);
-        mount(Some(&host), &node, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(nix_step(format!("binding /dev/{name}")))?;
+        mount(
+            Some(&host),
+            &node,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(nix_step(format!("binding /dev/{name}")))?;
     }
     let pts = dev.join("pts");
     mkdir_p(&pts)?;
@@ -413,13 +447,19 @@ fn build_dev(dev: &Path, shm_size: u64) -> Result<(), InsideError> {
 }
 
 fn cpath(path: &Path) -> Result<CString, InsideError> {
-    CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| step(format!("path {}", path.display()))(io::Error::new(io::ErrorKind::InvalidInput, e)))
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| {
+        step(format!("path {}", path.display()))(io::Error::new(io::ErrorKind::InvalidInput, e))
+    })
 }
 
 /// Writes a file as root inside, refusing to write through a symlink the
 /// sliver's users may have put there.
-fn write_file(path: &Path, content: &[u8], mode: u32, owner: Option<u32>) -> Result<(), InsideError> {
+fn write_file(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<u32>,
+) -> Result<(), InsideError> {
     let what = format!("writing {}", path.display());
     let tmp = path.with_extension("plnode-new");
     let _ = fs::remove_file(&tmp);
@@ -487,24 +527,52 @@ fn write_slice_files(plan: &InitPlan) -> Result<(), InsideError> {
     ensure_entry(
         Path::new("/etc/passwd"),
         slice,
-        &format!("{slice}:x:{SLICE_UID}:{SLICE_UID}:slice {slice}:{}:/bin/sh", home.display()),
+        &format!(
+            "{slice}:x:{SLICE_UID}:{SLICE_UID}:slice {slice}:{}:/bin/sh",
+            home.display()
+        ),
         0o644,
     )?;
-    ensure_entry(Path::new("/etc/group"), slice, &format!("{slice}:x:{SLICE_UID}:"), 0o644)?;
+    ensure_entry(
+        Path::new("/etc/group"),
+        slice,
+        &format!("{slice}:x:{SLICE_UID}:"),
+        0o644,
+    )?;
     if Path::new("/etc/shadow").exists() {
         // Locked password: the slice's users log in with keys only.
-        ensure_entry(Path::new("/etc/shadow"), slice, &format!("{slice}:*:19000:0:99999:7:::"), 0o600)?;
+        ensure_entry(
+            Path::new("/etc/shadow"),
+            slice,
+            &format!("{slice}:*:19000:0:99999:7:::"),
+            0o600,
+        )?;
     }
     mkdir_p(Path::new("/home"))?;
     own_dir(&home, 0o755, SLICE_UID)?;
     let ssh = home.join(".ssh");
     own_dir(&ssh, 0o700, SLICE_UID)?;
-    write_file(&ssh.join("authorized_keys"), plan.authorized_keys.as_bytes(), 0o600, Some(SLICE_UID))?;
+    write_file(
+        &ssh.join("authorized_keys"),
+        plan.authorized_keys.as_bytes(),
+        0o600,
+        Some(SLICE_UID),
+    )?;
     let control = home.join("PlanetLab-control");
     own_dir(&control, 0o755, SLICE_UID)?;
-    write_file(&control.join("resources"), plan.resources.as_bytes(), 0o644, None)?;
+    write_file(
+        &control.join("resources"),
+        plan.resources.as_bytes(),
+        0o644,
+        None,
+    )?;
     mkdir_p(Path::new("/etc/plnode"))?;
-    write_file(Path::new("/etc/plnode/lease"), plan.lease.as_bytes(), 0o644, None)?;
+    write_file(
+        Path::new("/etc/plnode/lease"),
+        plan.lease.as_bytes(),
+        0o644,
+        None,
+    )?;
     Ok(())
 }
 
@@ -512,7 +580,11 @@ fn write_slice_files(plan: &InitPlan) -> Result<(), InsideError> {
 /// blocked, and every child that ends reaped, so that orphans of the
 /// sliver's processes never pile up as zombies.
 fn reap_forever() -> ! {
-    if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors; `null` stays open.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -588,10 +660,18 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
     } else {
         PathBuf::from("/root")
     };
-    let cwd = if home.is_dir() { home.clone() } else { PathBuf::from("/") };
+    let cwd = if home.is_dir() {
+        home.clone()
+    } else {
+        PathBuf::from("/")
+    };
     std::env::set_current_dir(&cwd).map_err(step("chdir"))?;
 
-    let user = if plan.as_slice_user { plan.slice.as_str() } else { "root" };
+    let user = if plan.as_slice_user {
+        plan.slice.as_str()
+    } else {
+        "root"
+    };
     let (program, args): (String, Vec<String>) = match plan.command.split_first() {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
         None => ("/bin/sh".to_string(), vec!["-l".to_string()]),
@@ -599,7 +679,10 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
     let mut cmd = std::process::Command::new(&program);
     cmd.args(&args)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", &home)
         .env("USER", user)
         .env("LOGNAME", user)
@@ -630,16 +713,16 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
         }
         master = Some(pty.master);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(step(format!("starting {program}")))?;
+    let mut child = cmd.spawn().map_err(step(format!("starting {program}")))?;
     drop(cmd);
     match &master {
         Some(m) => send_reply(sock.as_fd(), &Reply::Ready, &[m.as_raw_fd()]),
         None => send_reply(sock.as_fd(), &Reply::Ready, &[]),
     }
     drop(master);
-    let status = child.wait().map_err(step(format!("waiting for {program}")))?;
+    let status = child
+        .wait()
+        .map_err(step(format!("waiting for {program}")))?;
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()

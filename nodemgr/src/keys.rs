@@ -140,7 +140,10 @@ mod tests {
             assert!(AuthorizedKeys::parse(bad).is_err(), "{bad}");
         }
         let many = format!("{KEY}\n").repeat(MAX_KEYS + 1);
-        assert!(matches!(AuthorizedKeys::parse(&many), Err(KeyError::TooMany(_))));
+        assert!(matches!(
+            AuthorizedKeys::parse(&many),
+            Err(KeyError::TooMany(_))
+        ));
         assert!(AuthorizedKeys::try_from(vec![format!("{KEY}\n{KEY}")]).is_err());
     }
 }

@@ -109,7 +109,14 @@ mod tests {
         let files: Vec<&str> = l.writes().iter().map(|w| w.file).collect();
         assert_eq!(
             files,
-            ["cpu.weight", "memory.high", "memory.max", "memory.swap.max", "memory.oom.group", "pids.max"]
+            [
+                "cpu.weight",
+                "memory.high",
+                "memory.max",
+                "memory.swap.max",
+                "memory.oom.group",
+                "pids.max"
+            ]
         );
     }
 

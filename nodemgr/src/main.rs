@@ -18,10 +18,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!(
-                "nodemgr: {}",
-                floor::report::one_line(e.chain())
-            );
+            eprintln!("nodemgr: {}", floor::report::one_line(e.chain()));
             ExitCode::FAILURE
         }
     }

@@ -17,7 +17,9 @@ use config::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use crate::cgroup::{CgroupError, CgroupRoot, LimitError, LimitValue, LimitsUnavailable, SliverCgroup};
+use crate::cgroup::{
+    CgroupError, CgroupRoot, LimitError, LimitValue, LimitsUnavailable, SliverCgroup,
+};
 use crate::ids::{IdError, IdRange, IdTable};
 use crate::inside::{EnterPlan, InitPlan};
 use crate::keys::AuthorizedKeys;
@@ -128,7 +130,10 @@ pub struct Enforcement {
 
 impl Enforcement {
     fn limits_from(values: Vec<LimitValue>) -> Vec<(String, String)> {
-        values.into_iter().map(|v| (v.file.to_string(), v.read)).collect()
+        values
+            .into_iter()
+            .map(|v| (v.file.to_string(), v.read))
+            .collect()
     }
 }
 
@@ -290,7 +295,12 @@ impl NodeManager {
     /// Makes a sliver for `slice` (stopped): an id range, its writable
     /// layer with the disk quota, its cgroup with the limits, its state
     /// file. On any error everything made is removed again.
-    pub fn create(&self, slice: &SliceName, rspec: &Rspec, keys: &AuthorizedKeys) -> Result<Created, NodeError> {
+    pub fn create(
+        &self,
+        slice: &SliceName,
+        rspec: &Rspec,
+        keys: &AuthorizedKeys,
+    ) -> Result<Created, NodeError> {
         rspec.validate().map_err(NodeError::Rspec)?;
         self.check_reference_root()?;
         let _lock = self.lock()?;
@@ -433,8 +443,9 @@ impl NodeManager {
     }
 
     /// Stops a sliver: freezes its cgroup, kills everything in it, waits
-    /// until it is empty. Its mounts lived in its own mount namespace and
-    /// are gone with it. Marks it to stay stopped after a reboot.
+    /// until it is empty, removes the group. Its mounts lived in its own
+    /// mount namespace and are gone with it. Marks it to stay stopped after
+    /// a reboot.
     pub fn stop(&self, slice: &SliceName) -> Result<(), NodeError> {
         let _lock = self.lock()?;
         let mut state = self.load(slice)?;
@@ -456,6 +467,11 @@ impl NodeManager {
         if let Some(pid) = init {
             reap_if_child(pid);
         }
+        // A group that has seen cgroup.kill is not used again: some kernels
+        // (6.18 here) then kill every child cloned into it with
+        // CLONE_INTO_CGROUP. A stopped sliver has no cgroup; start makes a
+        // fresh one.
+        cgroup.remove()?;
         Ok(())
     }
 
@@ -558,11 +574,16 @@ impl NodeManager {
             pty: options.pty,
             term: options.term.clone(),
         };
-        spawn::start_enter(&self.settings.helper_program, cgroup_dir.as_fd(), pidfd.as_fd(), &plan)
-            .map_err(|source| NodeError::Spawn {
-                slice: slice.clone(),
-                source,
-            })
+        spawn::start_enter(
+            &self.settings.helper_program,
+            cgroup_dir.as_fd(),
+            pidfd.as_fd(),
+            &plan,
+        )
+        .map_err(|source| NodeError::Spawn {
+            slice: slice.clone(),
+            source,
+        })
     }
 
     /// After a boot or a crash: starts every sliver that should run and
@@ -584,7 +605,10 @@ impl NodeManager {
                 continue;
             }
             // A sliver whose PID 1 died leaves processes behind: clear them.
-            if let Err(e) = self.kill(slice).and_then(|()| self.start_locked(slice).map(|_| ())) {
+            if let Err(e) = self
+                .kill(slice)
+                .and_then(|()| self.start_locked(slice).map(|_| ()))
+            {
                 tracing::error!(%slice, "{e}");
                 report.failed.push((slice.clone(), floor_line(&e)));
             } else {
@@ -599,7 +623,9 @@ impl NodeManager {
             .collect();
         for slice in orphans {
             self.remove_everything(&slice, None)?;
-            report.cleaned.push(format!("id range and files of {slice}"));
+            report
+                .cleaned
+                .push(format!("id range and files of {slice}"));
         }
         for group in cgroups.sliver_groups()? {
             let known = SliceName::new(&group).is_ok_and(|s| states.contains(&s));
@@ -607,7 +633,9 @@ impl NodeManager {
                 let cgroup = SliverCgroup::at(cgroups.slivers_dir().join(&group));
                 cgroup.freeze_and_kill(STOP_TIMEOUT)?;
                 cgroup.remove()?;
-                report.cleaned.push(format!("cgroup {}", cgroup.path().display()));
+                report
+                    .cleaned
+                    .push(format!("cgroup {}", cgroup.path().display()));
             }
         }
         Ok(report)
@@ -663,11 +691,16 @@ pub fn find_init(cgroup: &SliverCgroup) -> Result<Option<i32>, CgroupError> {
 /// Reaps `pid` if it is a child of this process (a sliver started by this
 /// process and now killed); leaves others to their parent.
 fn reap_if_child(pid: i32) {
-    let parent = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-        // The command name may hold spaces: fields follow the last ')'.
-        s.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()))
-    });
+    let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name may hold spaces: fields follow the last ')'.
+            s.rsplit_once(')').and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.parse::<u32>().ok())
+            })
+        });
     if parent == Some(std::process::id()) {
         // SAFETY: waitpid on a child of ours; its pid stays reserved
         // until reaped, so this cannot take another process's status.

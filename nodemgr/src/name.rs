@@ -100,7 +100,13 @@ mod tests {
 
     #[test]
     fn planetlab_names_pass() {
-        for ok in ["princeton_codeen", "a", "pl_sirius", "x1_2", &"a".repeat(32)] {
+        for ok in [
+            "princeton_codeen",
+            "a",
+            "pl_sirius",
+            "x1_2",
+            &"a".repeat(32),
+        ] {
             assert_eq!(SliceName::new(ok).unwrap().as_str(), ok);
         }
     }
@@ -108,11 +114,25 @@ mod tests {
     #[test]
     fn paths_and_odd_names_are_refused() {
         for bad in [
-            "", "../etc", "a/b", "..", ".", "A_b", "1abc", "_abc", "a-b", "a b", "a\0",
-            "ä", &"a".repeat(33),
+            "",
+            "../etc",
+            "a/b",
+            "..",
+            ".",
+            "A_b",
+            "1abc",
+            "_abc",
+            "a-b",
+            "a b",
+            "a\0",
+            "ä",
+            &"a".repeat(33),
         ] {
             assert!(SliceName::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(SliceName::new("a/b").unwrap_err().to_string().contains("'/'"));
+        assert!(SliceName::new("a/b")
+            .unwrap_err()
+            .to_string()
+            .contains("'/'"));
     }
 }

@@ -104,10 +104,13 @@ impl Settings {
             // These paths end up in overlayfs mount options.
             let text = path.to_str().ok_or_else(|| bad("is not UTF-8"))?;
             if text.contains([',', ':', '\\', '\n']) {
-                return Err(bad("must not contain ',', ':', '\\' or a line break (overlayfs options)"));
+                return Err(bad(
+                    "must not contain ',', ':', '\\' or a line break (overlayfs options)",
+                ));
             }
         }
-        let last = u64::from(self.first_id) + u64::from(self.max_slivers) * u64::from(ids::RANGE_SIZE);
+        let last =
+            u64::from(self.first_id) + u64::from(self.max_slivers) * u64::from(ids::RANGE_SIZE);
         if self.first_id == 0 || last > u64::from(u32::MAX) {
             return Err(SettingsError {
                 what: "id ranges",

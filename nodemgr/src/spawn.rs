@@ -107,7 +107,8 @@ fn clone_helper(
     let cgroup = high_fd(cgroup).map_err(host("duplicating a descriptor"))?;
 
     // Everything the child touches is prepared here.
-    let arg0 = CString::new(argv0).map_err(|e| host("argv")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let arg0 = CString::new(argv0)
+        .map_err(|e| host("argv")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let argv: [*const libc::c_char; 2] = [arg0.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let child_sock_raw = child_sock.as_raw_fd();
@@ -205,7 +206,8 @@ fn await_reply(
             timeout.unwrap_or_default().as_secs()
         )));
     }
-    let (bytes, fds) = inside::receive(started.socket.as_fd()).map_err(host("reading the helper's answer"))?;
+    let (bytes, fds) =
+        inside::receive(started.socket.as_fd()).map_err(host("reading the helper's answer"))?;
     if bytes.len() == 4 {
         let errno = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         return Err(SpawnError::Exec {
@@ -285,23 +287,28 @@ fn finish_init(
     if let Err(e) = fs::write(proc_dir.join("oom_score_adj"), "-1000") {
         tracing::debug!("sliver PID 1 stays OOM-killable: oom_score_adj: {e}");
     }
-    let userns = fs::File::open(proc_dir.join("ns/user")).map_err(host("opening the sliver's user namespace"))?;
+    let userns = fs::File::open(proc_dir.join("ns/user"))
+        .map_err(host("opening the sliver's user namespace"))?;
 
     let lower_path = CString::new(reference_root.as_os_str().as_encoded_bytes())
         .map_err(|e| host("reference root path")(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let lower = sys::open_tree_clone(&lower_path, true)
-        .map_err(host(format!("cloning the reference root {}", reference_root.display())))?;
+    let lower = sys::open_tree_clone(&lower_path, true).map_err(host(format!(
+        "cloning the reference root {}",
+        reference_root.display()
+    )))?;
     sys::mount_setattr(
         lower.as_fd(),
         sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NODEV,
         Some(userns.as_fd()),
         true,
     )
-    .map_err(host("id-mapping the reference root (mount_setattr MOUNT_ATTR_IDMAP)"))?;
+    .map_err(host(
+        "id-mapping the reference root (mount_setattr MOUNT_ATTR_IDMAP)",
+    ))?;
 
     release(started)?;
-    let plan_json = serde_json::to_vec(plan)
-        .map_err(|e| host("encoding the plan")(io::Error::other(e)))?;
+    let plan_json =
+        serde_json::to_vec(plan).map_err(|e| host("encoding the plan")(io::Error::other(e)))?;
     inside::send(started.socket.as_fd(), &plan_json, &[lower.as_raw_fd()])
         .map_err(host("sending the plan"))?;
     drop(lower);
@@ -351,12 +358,16 @@ pub fn start_enter(
     let started = clone_helper(program, inside::ENTER_NAME, cgroup, 0)?;
     let result = (|| {
         release(&started)?;
-        let json = serde_json::to_vec(plan).map_err(|e| host("encoding the request")(io::Error::other(e)))?;
-        inside::send(started.socket.as_fd(), &json, &[init.as_raw_fd()]).map_err(host("sending the request"))?;
+        let json = serde_json::to_vec(plan)
+            .map_err(|e| host("encoding the request")(io::Error::other(e)))?;
+        inside::send(started.socket.as_fd(), &json, &[init.as_raw_fd()])
+            .map_err(host("sending the request"))?;
         match await_reply(&started, program, Some(Duration::from_secs(30)))? {
             (Reply::Ready, mut fds) => Ok(fds.pop()),
             (Reply::Failed(e), _) => Err(SpawnError::Inside(e)),
-            (Reply::Exited(code), _) => Err(SpawnError::Protocol(format!("exited ({code}) before starting"))),
+            (Reply::Exited(code), _) => Err(SpawnError::Protocol(format!(
+                "exited ({code}) before starting"
+            ))),
         }
     })();
     match result {

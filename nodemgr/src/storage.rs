@@ -178,7 +178,18 @@ fn make_image(image: &Path, size: ByteSize) -> Result<(), StorageError> {
         file.set_len(size.bytes()).map_err(io_err("sizing", &tmp))?;
         drop(file);
         let out = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-O", "quota,project", "-E", "quotatype=prjquota", "-L", "PLNODE_SLIVERS"])
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-O",
+                "quota,project",
+                "-E",
+                "quotatype=prjquota",
+                "-L",
+                "PLNODE_SLIVERS",
+            ])
             .arg(&tmp)
             .output()
             .map_err(|e| StorageError::Mkfs {
@@ -213,7 +224,8 @@ fn mount_image(image: &Path, mount_point: &Path) -> Result<(), StorageError> {
         .write(true)
         .open(image)
         .map_err(io_err("opening", image))?;
-    let (device, _keep) = sys::attach_loop(file.as_fd()).map_err(io_err("attaching a loop device to", image))?;
+    let (device, _keep) =
+        sys::attach_loop(file.as_fd()).map_err(io_err("attaching a loop device to", image))?;
     nix::mount::mount(
         Some(device.as_str()),
         mount_point,
@@ -254,7 +266,11 @@ impl SliverDirs {
     /// quota project), `upper` and `work` (owned by the sliver's root, so
     /// the overlay it mounts can write there). Then sets the quota.
     /// Returns why the quota is not enforced, when it is not.
-    pub fn create(&self, range: &IdRange, disk: u64) -> Result<Option<QuotaUnavailable>, StorageError> {
+    pub fn create(
+        &self,
+        range: &IdRange,
+        disk: u64,
+    ) -> Result<Option<QuotaUnavailable>, StorageError> {
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&self.top)
