@@ -333,14 +333,32 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
     let cgroup_dir = root.join("sys/fs/cgroup");
     if cgroup_dir.is_dir() {
         // The sliver's own cgroup namespace: it sees its group as the root.
-        mount(
-            Some("cgroup2"),
-            &cgroup_dir,
-            Some("cgroup2"),
-            MsFlags::MS_RDONLY | nosuid_nodev_noexec,
-            None::<&str>,
-        )
-        .map_err(nix_step("mounting /sys/fs/cgroup"))?;
+        let cgroup2 = || {
+            mount(
+                Some("cgroup2"),
+                &cgroup_dir,
+                Some("cgroup2"),
+                MsFlags::MS_RDONLY | nosuid_nodev_noexec,
+                None::<&str>,
+            )
+        };
+        match cgroup2() {
+            // The node's own cgroup2 is mounted there (a pure v2 node):
+            // the kernel refuses the same file system on top of itself,
+            // so a small tmpfs goes between them.
+            Err(nix::Error::EBUSY) => {
+                mount(
+                    Some("tmpfs"),
+                    &cgroup_dir,
+                    Some("tmpfs"),
+                    nosuid_nodev_noexec,
+                    Some("size=4k,mode=755"),
+                )
+                .map_err(nix_step("mounting a tmpfs on /sys/fs/cgroup"))?;
+                cgroup2().map_err(nix_step("mounting /sys/fs/cgroup"))?;
+            }
+            other => other.map_err(nix_step("mounting /sys/fs/cgroup"))?,
+        }
     }
 
     build_dev(&root.join("dev"), plan.tmp_size)?;
@@ -354,10 +372,22 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
     .map_err(nix_step("mounting /tmp"))?;
 
     std::env::set_current_dir(root).map_err(step("entering the new root"))?;
-    sys::pivot_root_here().map_err(step("pivot_root"))?;
-    // The old root is stacked on "."; detaching it leaves the host's
-    // file systems out of reach.
-    umount2(".", MntFlags::MNT_DETACH).map_err(nix_step("detaching the host's root"))?;
+    match sys::pivot_root_here() {
+        Ok(()) => {
+            // The old root is stacked on "."; detaching it leaves the
+            // host's file systems out of reach.
+            umount2(".", MntFlags::MNT_DETACH).map_err(nix_step("detaching the host's root"))?;
+        }
+        // The node runs from its initramfs (rootfs cannot be pivoted
+        // away: a test guest, a node in debug state): the new root is
+        // moved over "/" instead, which hides the host's tree below it.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .map_err(nix_step("moving the new root over /"))?;
+            nix::unistd::chroot(".").map_err(nix_step("chroot"))?;
+        }
+        Err(e) => return Err(step("pivot_root")(e)),
+    }
     std::env::set_current_dir("/").map_err(step("chdir /"))?;
     Ok(())
 }

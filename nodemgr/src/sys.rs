@@ -382,8 +382,8 @@ pub fn set_project(dir: BorrowedFd<'_>, id: u32) -> io::Result<()> {
 
 // --- loop devices -------------------------------------------------------
 
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
+const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
 /// `struct loop_info64` of `linux/loop.h`.
