@@ -356,32 +356,46 @@ impl SliverCgroup {
         Ok(())
     }
 
+    /// Waits until `cgroup.events` says `key` is `value`. The kernel
+    /// signals every change of that file to poll(2) as POLLPRI, so this
+    /// wakes up at once instead of sleeping in steps.
     fn wait_for(
         &self,
         key: &'static str,
         value: bool,
         timeout: Duration,
     ) -> Result<(), CgroupError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join("cgroup.events");
+        let file = fs::File::open(&path).map_err(io_err(&path))?;
         let start = Instant::now();
-        let mut pause = Duration::from_micros(200);
+        let mut buf = [0u8; 256];
         loop {
-            if self.event(key)? == value {
+            // Reading through the polled descriptor re-arms it.
+            let n = file.read_at(&mut buf, 0).map_err(io_err(&path))?;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let flag = |k: &str| text.lines().any(|l| l.split_once(' ') == Some((k, "1")));
+            // A group that emptied while freezing needs no freeze.
+            if flag(key) == value || (key == "frozen" && !flag("populated")) {
                 return Ok(());
             }
-            // An empty group counts as frozen only once it reports it; a
-            // group that emptied while freezing needs no freeze.
-            if key == "frozen" && !self.populated()? {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return Err(CgroupError::Timeout {
                     path: self.dir.clone(),
                     what: if value { key } else { "emptying" },
                     secs: timeout.as_secs(),
                 });
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            let ms = left.as_millis().min(100) as u16;
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&file),
+                nix::poll::PollFlags::POLLPRI,
+            )];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(io_err(&path)(e.into())),
+            }
         }
     }
 

@@ -95,15 +95,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let slice = slice(&name)?;
             let rspec = read_rspec(&rspec)?;
             let keys = read_keys(keys.as_deref())?;
-            let created = manager.create(&slice, &rspec, &keys)?;
+            let (created, started) = if start {
+                let (c, s) = manager.create_and_start(&slice, &rspec, &keys)?;
+                (c, Some(s))
+            } else {
+                (manager.create(&slice, &rspec, &keys)?, None)
+            };
             report_enforcement(&slice, &created.enforcement);
             println!(
                 "created {slice}: host ids {}..{}",
                 created.ids.first,
                 created.ids.first + nodemgr::ids::RANGE_SIZE - 1
             );
-            if start {
-                let started = manager.start(&slice)?;
+            if let Some(started) = started {
                 println!("started {slice}: pid {}", started.pid);
             }
         }

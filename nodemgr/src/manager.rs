@@ -301,6 +301,39 @@ impl NodeManager {
         rspec: &Rspec,
         keys: &AuthorizedKeys,
     ) -> Result<Created, NodeError> {
+        self.create_as(slice, rspec, keys, Desired::Stopped)
+    }
+
+    /// [`Self::create`] and [`Self::start`] in one: the state file is
+    /// written once, already saying "running". If the start fails, the
+    /// sliver stays, stopped.
+    pub fn create_and_start(
+        &self,
+        slice: &SliceName,
+        rspec: &Rspec,
+        keys: &AuthorizedKeys,
+    ) -> Result<(Created, Started), NodeError> {
+        let created = self.create_as(slice, rspec, keys, Desired::Running)?;
+        let _lock = self.lock()?;
+        match self.start_locked(slice) {
+            Ok(started) => Ok((created, started)),
+            Err(e) => {
+                if let Ok(mut state) = self.load(slice) {
+                    state.desired = Desired::Stopped;
+                    let _ = state.save(&self.settings.sliver_states());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_as(
+        &self,
+        slice: &SliceName,
+        rspec: &Rspec,
+        keys: &AuthorizedKeys,
+        desired: Desired,
+    ) -> Result<Created, NodeError> {
         rspec.validate().map_err(NodeError::Rspec)?;
         self.check_reference_root()?;
         let _lock = self.lock()?;
@@ -334,7 +367,7 @@ impl NodeManager {
                 keys: keys.clone(),
                 ids,
                 created: Timestamp::now(),
-                desired: Desired::Stopped,
+                desired,
             };
             state.save(&states)?;
             Ok(enforcement)
