@@ -230,11 +230,10 @@ pub struct NodeManager {
 
 impl NodeManager {
     /// Checks the settings and makes the state and run directories.
+    /// Checks the settings; touches nothing (directories are made by the
+    /// first operation that changes something, after its input checks).
     pub fn open(settings: Settings) -> Result<NodeManager, NodeError> {
         settings.validate()?;
-        for dir in [settings.sliver_states(), settings.run_dir.join("slivers")] {
-            fs::create_dir_all(&dir).map_err(io_err("making", &dir))?;
-        }
         Ok(NodeManager { settings })
     }
 
@@ -243,7 +242,14 @@ impl NodeManager {
         &self.settings
     }
 
+    /// Takes the lock, making nodemgr's directories first if needed.
     fn lock(&self) -> Result<Flock<fs::File>, NodeError> {
+        for dir in [
+            self.settings.sliver_states(),
+            self.settings.run_dir.join("slivers"),
+        ] {
+            fs::create_dir_all(&dir).map_err(io_err("making", &dir))?;
+        }
         let path = self.settings.run_dir.join("lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -411,6 +417,7 @@ impl NodeManager {
     /// may have changed), its PID 1 started in new namespaces in its cgroup,
     /// its root built. Marks it to be running after a reboot.
     pub fn start(&self, slice: &SliceName) -> Result<Started, NodeError> {
+        self.load(slice)?;
         let _lock = self.lock()?;
         self.start_locked(slice)
     }
@@ -480,6 +487,7 @@ impl NodeManager {
     /// mount namespace and are gone with it. Marks it to stay stopped after
     /// a reboot.
     pub fn stop(&self, slice: &SliceName) -> Result<(), NodeError> {
+        self.load(slice)?;
         let _lock = self.lock()?;
         let mut state = self.load(slice)?;
         self.kill(slice)?;
@@ -511,6 +519,7 @@ impl NodeManager {
     /// Deletes a sliver: stops it, removes its cgroup, its writable layer,
     /// its run-time directories and state file, and returns its id range.
     pub fn delete(&self, slice: &SliceName) -> Result<(), NodeError> {
+        self.load(slice)?;
         let _lock = self.lock()?;
         let state = self.load(slice)?;
         self.remove_everything(slice, Some(state.ids))

@@ -360,6 +360,25 @@ fn bad_input_is_one_line_and_changes_nothing() {
     fs::write(&bad, "cpu_share = 0\n").unwrap();
     let junk_keys = dir.join("keys");
     fs::write(&junk_keys, "not a key\n").unwrap();
+    // On a node where nothing exists yet, bad input makes nothing either.
+    for args in [
+        vec!["create", "../etc", "--rspec", good.to_str().unwrap()],
+        vec!["create", "pl_new", "--rspec", bad.to_str().unwrap()],
+        vec!["start", "pl_nobody"],
+        vec!["delete", "pl_nobody"],
+        vec!["list"],
+    ] {
+        let out = node.cli(&args);
+        assert_eq!(out.status.success(), args[0] == "list", "{args:?}");
+        assert!(
+            !node.settings.state_dir.exists(),
+            "{args:?} made the state directory"
+        );
+        assert!(
+            !node.settings.run_dir.exists(),
+            "{args:?} made the run directory"
+        );
+    }
     assert!(node
         .cli(&["create", "pl_there", "--rspec", good.to_str().unwrap()])
         .status

@@ -481,6 +481,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
         cgroup.0.display(),
         args.trials
     );
+    // What one durable file write costs on the state's disk right now:
+    // create+start makes two (id table, state file), stop+delete two and a
+    // removal.
+    let probe = scratch.0.join("fsync-probe");
+    let mut writes: Vec<f64> = (0..20)
+        .map(|i| {
+            let t = Instant::now();
+            floor::durable::write_atomic(&probe, format!("{i}").as_bytes())
+                .map(|()| ms(t.elapsed()))
+        })
+        .collect::<Result<_, _>>()?;
+    writes.sort_by(f64::total_cmp);
+    println!(
+        "one durable write (floor::durable::write_atomic: fsync file and directory) on the state's disk: p50 {:.2} ms",
+        percentile(&writes, 0.5)
+    );
     let mut present = 0usize;
     let mut background_pids = Vec::new();
     let rspec = config::rspec::Rspec::default();
