@@ -297,23 +297,12 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
         None::<&str>,
     )
     .map_err(nix_step("mounting /proc"))?;
-    let proc_sys = proc_dir.join("sys");
-    mount(
-        Some(&proc_sys),
-        &proc_sys,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(nix_step("binding /proc/sys"))?;
-    mount(
-        None::<&str>,
-        &proc_sys,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev_noexec,
-        None::<&str>,
-    )
-    .map_err(nix_step("making /proc/sys read-only"))?;
+    // /proc/sys is left as it is: node-wide sysctls belong to the initial
+    // user namespace (or, like net.*, to the node's network namespace) and
+    // refuse the sliver's root; the rest are per-namespace (IPC, user). A
+    // read-only bind over it would also stop the sliver's users from making
+    // PID namespaces of their own: the kernel mounts a new procfs only
+    // where no part of the old one is covered.
 
     // sysfs belongs to the network namespace, which is the node's: a new
     // one cannot be mounted, so the host's is bound, read-only throughout.

@@ -707,23 +707,30 @@ fn resources_file(state: &SliverState) -> String {
     )
 }
 
+/// The pids of a process in each PID namespace, ours first (`NSpid:`).
+fn ns_pids(status: &str) -> Vec<&str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|ids| ids.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
 /// The sliver's PID 1: the process in its cgroup that is pid 1 of a PID
-/// namespace below ours (`NSpid:` in `/proc/<pid>/status` ends in 1).
+/// namespace exactly one level below ours (a PID namespace the sliver made
+/// inside itself has an init of its own, one level further down).
 pub fn find_init(cgroup: &SliverCgroup) -> Result<Option<i32>, CgroupError> {
     if !cgroup.exists() {
         return Ok(None);
     }
+    let own = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let depth = ns_pids(&own).len().max(1);
     for pid in cgroup.procs()? {
         let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
-        let is_init = status.lines().any(|l| {
-            l.strip_prefix("NSpid:").is_some_and(|ids| {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                ids.len() >= 2 && ids.last() == Some(&"1")
-            })
-        });
-        if is_init {
+        let ids = ns_pids(&status);
+        if ids.len() == depth + 1 && ids.last() == Some(&"1") {
             return Ok(Some(pid));
         }
     }

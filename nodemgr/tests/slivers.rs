@@ -273,6 +273,18 @@ fn slivers_cannot_see_each_others_files_or_processes() {
     let upper_a = node.settings.slivers_fs.root().join("pl_a/upper");
     let (code, _, _) = node.sh("pl_b", &format!("ls {}", upper_a.display()));
     assert_ne!(code, 0, "B reached A's writable layer");
+    // A PID namespace the sliver makes inside itself has an init of its
+    // own: nodemgr still finds the sliver's.
+    let pid_a = node.manager.list().unwrap()[0].pid;
+    let (code, _, err) = node.sh(
+        "pl_a",
+        "(setsid unshare -U -r -m -p -f --mount-proc sleep 1000 </dev/null >/dev/null 2>&1 &); sleep 0.5",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(node.manager.list().unwrap()[0].pid, pid_a);
+    let (code, out, _) = node.sh("pl_a", "ps -o comm | grep -c sleep");
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "2", "the nested namespace's sleep is not there");
     let ids: BTreeSet<u32> = node
         .manager
         .list()
