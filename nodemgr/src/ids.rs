@@ -142,6 +142,17 @@ impl IdTable {
 
     /// Gives `slice` the lowest free range and writes the table.
     pub fn allocate(&mut self, slice: &SliceName) -> Result<IdRange, IdError> {
+        let range = self.reserve(slice)?;
+        if let Err(e) = self.save() {
+            self.unreserve(slice);
+            return Err(e);
+        }
+        Ok(range)
+    }
+
+    /// Gives `slice` the lowest free range in memory only; [`Self::save`]
+    /// makes it durable.
+    pub fn reserve(&mut self, slice: &SliceName) -> Result<IdRange, IdError> {
         if self.get(slice).is_some() {
             return Err(IdError::Taken(slice.clone()));
         }
@@ -149,11 +160,44 @@ impl IdTable {
             .find(|i| !self.file.ranges.contains_key(i))
             .ok_or(IdError::Full(self.capacity))?;
         self.file.ranges.insert(index, slice.clone());
-        if let Err(e) = self.save() {
-            self.file.ranges.remove(&index);
-            return Err(e);
-        }
         Ok(self.range(index))
+    }
+
+    /// Forgets `slice`'s range in memory only; whether it held one.
+    pub fn unreserve(&mut self, slice: &SliceName) -> bool {
+        match self.get(slice) {
+            Some(range) => self.file.ranges.remove(&range.index).is_some(),
+            None => false,
+        }
+    }
+
+    /// Records that `slice` holds `range` (a state file says so, the table
+    /// lost it in a crash), in memory only. Fails when the range is another
+    /// slice's or not one of this table's.
+    pub fn adopt(&mut self, slice: &SliceName, range: IdRange) -> Result<(), IdError> {
+        let expected = self.range(range.index);
+        if range.index >= self.capacity || expected != range {
+            return Err(IdError::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "slice {slice}'s state names range {range:?}, which this table cannot hold"
+                ),
+            });
+        }
+        match self.file.ranges.get(&range.index) {
+            Some(owner) if owner != slice => Err(IdError::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "range {} belongs to {owner}, but {slice}'s state names it",
+                    range.index
+                ),
+            }),
+            _ => {
+                self.unreserve(slice);
+                self.file.ranges.insert(range.index, slice.clone());
+                Ok(())
+            }
+        }
     }
 
     /// Returns `slice`'s range to the pool and writes the table; whether
@@ -170,7 +214,8 @@ impl IdTable {
         Ok(true)
     }
 
-    fn save(&self) -> Result<(), IdError> {
+    /// Writes the table (atomically, durably).
+    pub fn save(&self) -> Result<(), IdError> {
         let json = serde_json::to_vec_pretty(&self.file).map_err(|e| IdError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),

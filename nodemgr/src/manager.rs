@@ -354,7 +354,7 @@ impl NodeManager {
         }
         storage::prepare(&self.settings.slivers_fs)?;
         let mut table = self.id_table()?;
-        let ids = table.allocate(slice)?;
+        let ids = table.reserve(slice)?;
         let dirs = self.dirs(slice);
         let made = (|| {
             let limits = Limits::from_rspec(rspec, &self.settings.defaults);
@@ -375,7 +375,14 @@ impl NodeManager {
                 created: Timestamp::now(),
                 desired,
             };
-            state.save(&states)?;
+            // The table and the state file are written at the same time, so
+            // their syncs share the file system's journal commits. A crash
+            // between the two leaves a state file whose range the table
+            // lacks (restore adopts it) or a range without a state file
+            // (restore frees it).
+            let (saved_table, saved_state) = both(|| table.save(), || state.save(&states));
+            saved_table?;
+            saved_state?;
             Ok(enforcement)
         })();
         match made {
@@ -383,7 +390,9 @@ impl NodeManager {
             Err(e) => {
                 let _ = cgroup.remove();
                 let _ = dirs.remove(&ids);
-                let _ = table.release(slice);
+                let _ = SliverState::remove(&states, slice);
+                table.unreserve(slice);
+                let _ = table.save();
                 Err(e)
             }
         }
@@ -538,8 +547,12 @@ impl NodeManager {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("removing", &run)(e)),
         }
-        SliverState::remove(&self.settings.sliver_states(), slice)?;
-        table.release(slice)?;
+        table.unreserve(slice);
+        let states = self.settings.sliver_states();
+        let (saved_table, removed_state) =
+            both(|| table.save(), || SliverState::remove(&states, slice));
+        removed_state?;
+        saved_table?;
         Ok(())
     }
 
@@ -637,6 +650,23 @@ impl NodeManager {
         let mut report = Restored::default();
         let cgroups = self.cgroups()?;
         let states = SliverState::list(&self.settings.sliver_states())?;
+        // The table may have lost a range that a state file names (a crash
+        // while both were written): take it back first.
+        let mut table = self.id_table()?;
+        let mut adopted = false;
+        for slice in &states {
+            let state = self.load(slice)?;
+            if table.get(slice) != Some(state.ids) {
+                table.adopt(slice, state.ids)?;
+                adopted = true;
+                report
+                    .cleaned
+                    .push(format!("id range of {slice} put back into the table"));
+            }
+        }
+        if adopted {
+            table.save()?;
+        }
         for slice in &states {
             let state = self.load(slice)?;
             if state.desired != Desired::Running {
@@ -682,6 +712,19 @@ impl NodeManager {
         }
         Ok(report)
     }
+}
+
+/// Runs `a` on another thread and `b` on this one; both results.
+fn both<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let other = scope.spawn(a);
+        let mine = b();
+        let theirs = match other.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (theirs, mine)
+    })
 }
 
 fn floor_line(e: &(dyn std::error::Error + 'static)) -> String {

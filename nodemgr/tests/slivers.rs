@@ -261,7 +261,7 @@ fn slivers_cannot_see_each_others_files_or_processes() {
     up(&node, "pl_b");
     let (code, _, err) = node.sh(
         "pl_a",
-        "echo secret > /root/only_a; (setsid sleep 1000 </dev/null >/dev/null 2>&1 &); true",
+        "echo secret > /root/only_a; (setsid sleep 1000 </dev/null >/dev/null 2>&1 &); while ! pidof sleep >/dev/null; do usleep 20000; done",
     );
     assert_eq!(code, 0, "{err}");
     let ps_a = sliver_ps(&node, "pl_a");
@@ -278,7 +278,7 @@ fn slivers_cannot_see_each_others_files_or_processes() {
     let pid_a = node.manager.list().unwrap()[0].pid;
     let (code, _, err) = node.sh(
         "pl_a",
-        "(setsid unshare -U -r -m -p -f --mount-proc sleep 1000 </dev/null >/dev/null 2>&1 &); sleep 0.5",
+        "(setsid unshare -U -r -m -p -f --mount-proc sleep 1000 </dev/null >/dev/null 2>&1 &); while [ $(pidof sleep | wc -w) -lt 2 ]; do usleep 20000; done",
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(node.manager.list().unwrap()[0].pid, pid_a);
@@ -343,8 +343,24 @@ fn a_restarted_nodemgr_finds_its_slivers_and_restore_brings_them_back() {
             }
         }
     }
+    // A crash between the table's write and the state file's: the table
+    // lost pl_idle's range. Restore takes it back from the state file.
+    let table_path = node.settings.id_table();
+    let mut table: serde_json::Value =
+        serde_json::from_slice(&fs::read(&table_path).unwrap()).unwrap();
+    let ranges = table["ranges"].as_object_mut().unwrap();
+    let idle_index = ranges
+        .iter()
+        .find(|(_, s)| s.as_str() == Some("pl_idle"))
+        .map(|(i, _)| i.clone())
+        .unwrap();
+    ranges.remove(&idle_index);
+    fs::write(&table_path, serde_json::to_vec(&table).unwrap()).unwrap();
+
     let fresh = nodemgr::NodeManager::open(node.settings.clone()).unwrap();
     let restored = fresh.restore().unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&fs::read(&table_path).unwrap()).unwrap();
+    assert_eq!(table["ranges"][&idle_index], "pl_idle", "{table}");
     assert_eq!(restored.started, [name("pl_one")], "{restored:?}");
     assert!(restored.failed.is_empty(), "{restored:?}");
     let list = fresh.list().unwrap();
