@@ -18,7 +18,7 @@ use crate::tree::{FileData, ImageTree, TreeError};
 
 /// The modules a node needs to reach a network and a disk on common
 /// hardware and in QEMU, to read its config from a CD or USB stick, and
-/// to run slivers with bandwidth caps. Dependencies come on their own.
+/// to run slivers with disk quotas and bandwidth caps. Dependencies come on their own.
 pub const NODE_MODULES: &[&str] = &[
     // virtio (QEMU, clouds)
     "virtio_pci",
@@ -52,6 +52,11 @@ pub const NODE_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_utf8",
     "overlay",
+    // the slivers' file system: an ext4 image with project quotas
+    // (quota_v2 reads ext4's quota files), loop-mounted by nodemgr
+    "loop",
+    "quota_v2",
+    "quota_tree",
     // traffic control and sliver networking
     "sch_htb",
     "sch_sfq",

@@ -1,0 +1,124 @@
+//! Command-line arguments of `nodemgr` (types only; handlers are in main.rs).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Slivers on a PlanetLab-style node: make, run, enter and remove them.
+///
+/// A sliver is a slice's container on this node: its own user, mount, PID,
+/// UTS, IPC and cgroup namespaces (the network is the node's), a
+/// copy-on-write root over the reference root with a disk quota, and
+/// cgroup v2 limits from the slice's rspec. State lives in the state
+/// directory, so every command sees what earlier ones did; `restore`
+/// (run at boot) starts the slivers that should run. Errors print one
+/// line and exit non-zero, leaving nothing half-made.
+#[derive(Debug, Parser)]
+#[command(name = "nodemgr", version, about, long_about)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where things are (defaults: an installed node).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// State directory: id table and one state file per sliver.
+    #[arg(long, global = true, value_name = "DIR", default_value = nodemgr::settings::STATE_DIR, env = "NODEMGR_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Run-time directory (lock, mount points).
+    #[arg(long, global = true, value_name = "DIR", default_value = nodemgr::settings::RUN_DIR, env = "NODEMGR_RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// cgroup2 hierarchy; slivers go into slivers/<slice> below it.
+    #[arg(long, global = true, value_name = "DIR", default_value = nodemgr::settings::CGROUP_ROOT, env = "NODEMGR_CGROUP_ROOT")]
+    pub cgroup_root: PathBuf,
+    /// Reference root file system (read-only lower layer of every sliver).
+    #[arg(long, global = true, value_name = "DIR", default_value = nodemgr::settings::REFERENCE_ROOT, env = "NODEMGR_REFERENCE_ROOT")]
+    pub reference_root: PathBuf,
+    /// Slivers' file system as an ext4 image file (made with project
+    /// quotas when missing, loop-mounted under the run directory).
+    #[arg(long, global = true, value_name = "FILE", default_value = nodemgr::settings::SLIVERS_IMAGE, env = "NODEMGR_SLIVERS_IMAGE", conflicts_with = "slivers_dir")]
+    pub slivers_image: PathBuf,
+    /// Size of a new slivers' image (sparse).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "16GiB")]
+    pub slivers_image_size: config::units::ByteSize,
+    /// Slivers' file system as a directory instead (build hosts).
+    #[arg(long, global = true, value_name = "DIR", env = "NODEMGR_SLIVERS_DIR")]
+    pub slivers_dir: Option<PathBuf>,
+    /// Start slivers even where cgroup limits cannot be applied (a
+    /// hybrid cgroup v1/v2 build host); the condition is reported.
+    #[arg(long, global = true, env = "NODEMGR_ALLOW_UNLIMITED")]
+    pub allow_unlimited: bool,
+    /// Create slivers even where the disk quota cannot be set (a file
+    /// system without project quotas); the condition is reported.
+    #[arg(long, global = true, env = "NODEMGR_ALLOW_NO_QUOTA")]
+    pub allow_no_quota: bool,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a sliver for SLICE (stopped unless --start).
+    Create {
+        /// Slice name, PlanetLab's site_slice form: [a-z0-9_], 1-32, a letter first.
+        slice: String,
+        /// The slice's rspec (TOML: cpu_share, memory, disk, pids, lease_end, ...).
+        #[arg(long, value_name = "FILE")]
+        rspec: PathBuf,
+        /// The slice users' ssh public keys (authorized_keys format).
+        #[arg(long, value_name = "FILE")]
+        keys: Option<PathBuf>,
+        /// Start it right away.
+        #[arg(long)]
+        start: bool,
+    },
+    /// Start a sliver (and keep it running across reboots).
+    Start {
+        /// The slice.
+        slice: String,
+    },
+    /// Stop a sliver: freeze, kill everything in it (stays stopped).
+    Stop {
+        /// The slice.
+        slice: String,
+    },
+    /// Stop and remove a sliver: processes, files, cgroup, id range.
+    Delete {
+        /// The slice.
+        slice: String,
+    },
+    /// List the slivers.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A sliver's state, limits read back from its cgroup, and usage.
+    Show {
+        /// The slice.
+        slice: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a shell or a command inside a running sliver (root inside;
+    /// a terminal when stdin is one).
+    Enter {
+        /// The slice.
+        slice: String,
+        /// As the slice's user instead of root.
+        #[arg(long)]
+        user: bool,
+        /// Command and arguments (after --); default: a login shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Start every sliver that should run and clean up after interrupted
+    /// deletes (at boot, by the supervisor).
+    Restore,
+}

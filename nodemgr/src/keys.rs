@@ -1,0 +1,149 @@
+//! The slice users' ssh public keys, as they go into `authorized_keys`.
+
+use serde::{Deserialize, Serialize};
+
+/// Most keys a slice may list.
+pub const MAX_KEYS: usize = 256;
+/// Longest key line (an RSA 16384-bit key with options fits).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Key types `sshd` accepts.
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Checked `authorized_keys` lines: each holds one public key
+/// (`type base64 [comment]`), nothing that could add a second line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct AuthorizedKeys(Vec<String>);
+
+/// A key list that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// More than [`MAX_KEYS`].
+    #[error("{0} keys: at most {MAX_KEYS} are allowed")]
+    TooMany(usize),
+    /// A line is not an ssh public key.
+    #[error("line {line}: {reason}")]
+    Bad {
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl AuthorizedKeys {
+    /// Parses an `authorized_keys`-style text: one key per line; blank
+    /// lines and `#` comments are dropped.
+    pub fn parse(text: &str) -> Result<AuthorizedKeys, KeyError> {
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if lines.len() > MAX_KEYS {
+            return Err(KeyError::TooMany(lines.len()));
+        }
+        let mut keys = Vec::with_capacity(lines.len());
+        for (line, text) in lines {
+            check_key(text).map_err(|reason| KeyError::Bad { line, reason })?;
+            keys.push(text.to_string());
+        }
+        Ok(AuthorizedKeys(keys))
+    }
+
+    /// The keys, one line each.
+    pub fn lines(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The file content.
+    pub fn to_file(&self) -> String {
+        self.0.iter().map(|k| format!("{k}\n")).collect()
+    }
+}
+
+fn check_key(line: &str) -> Result<(), String> {
+    if line.len() > MAX_LINE {
+        return Err(format!("longer than {MAX_LINE} bytes"));
+    }
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("holds a control character".into());
+    }
+    let mut fields = line.split_whitespace();
+    let kind = fields.next().unwrap_or_default();
+    if !KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "{kind:?} is not an ssh key type (key options are not accepted)"
+        ));
+    }
+    let blob = fields.next().ok_or("no key after the type")?;
+    if blob.len() < 16
+        || !blob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    {
+        return Err("the key is not base64".into());
+    }
+    Ok(())
+}
+
+impl TryFrom<Vec<String>> for AuthorizedKeys {
+    type Error = KeyError;
+    fn try_from(v: Vec<String>) -> Result<AuthorizedKeys, KeyError> {
+        if v.iter().any(|k| k.contains('\n')) {
+            return Err(KeyError::Bad {
+                line: 0,
+                reason: "a key holds a line break".into(),
+            });
+        }
+        AuthorizedKeys::parse(&v.join("\n"))
+    }
+}
+
+impl From<AuthorizedKeys> for Vec<String> {
+    fn from(k: AuthorizedKeys) -> Vec<String> {
+        k.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u alice@example.org";
+
+    #[test]
+    fn keys_comments_and_blank_lines() {
+        let k = AuthorizedKeys::parse(&format!("# staff\n\n{KEY}\n  {KEY}  \n")).unwrap();
+        assert_eq!(k.lines().len(), 2);
+        assert_eq!(k.to_file(), format!("{KEY}\n{KEY}\n"));
+    }
+
+    #[test]
+    fn options_and_garbage_are_refused() {
+        for bad in [
+            "command=\"/bin/sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA",
+            "ssh-ed25519",
+            "ssh-ed25519 not*base64!!!!!!!!!!!!",
+            "hello world",
+        ] {
+            assert!(AuthorizedKeys::parse(bad).is_err(), "{bad}");
+        }
+        let many = format!("{KEY}\n").repeat(MAX_KEYS + 1);
+        assert!(matches!(
+            AuthorizedKeys::parse(&many),
+            Err(KeyError::TooMany(_))
+        ));
+        assert!(AuthorizedKeys::try_from(vec![format!("{KEY}\n{KEY}")]).is_err());
+    }
+}
