@@ -93,6 +93,7 @@ pub fn start_reaper() {
 }
 
 /// A child we started.
+#[derive(Debug)]
 pub struct Child {
     inner: std::process::Child,
     exit: Option<Receiver<Exit>>,
@@ -200,6 +201,7 @@ impl Child {
 }
 
 /// The result of [`run`].
+#[derive(Debug)]
 pub struct Output {
     pub exit: Exit,
     pub stdout: String,

@@ -104,6 +104,7 @@ pub trait Place {
 }
 
 /// A directory (the CD's per-node area, or a mounted file system).
+#[derive(Debug)]
 pub struct DirPlace {
     pub dir: PathBuf,
     pub names: &'static [&'static str],

@@ -128,6 +128,7 @@ pub fn check_relative_path(path: &str) -> Result<(), FetchError> {
 }
 
 /// Passes through at most `limit` bytes and fails if the source has more.
+#[derive(Debug)]
 pub struct LimitedReader<R> {
     inner: R,
     remaining: u64,

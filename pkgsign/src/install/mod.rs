@@ -17,6 +17,7 @@ mod extract;
 mod manifest;
 mod swap;
 
+use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -76,6 +77,15 @@ pub struct InstallOptions<'a> {
     pub into_subdirs: bool,
     /// Called as bytes arrive.
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+}
+
+impl fmt::Debug for InstallOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallOptions")
+            .field("into_subdirs", &self.into_subdirs)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What an install did.
