@@ -33,15 +33,22 @@ use crate::verify::VerifiedPackage;
 /// Why an install failed. The destination is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// A package could not be fetched (opening the source or reading it).
     #[error("package {package}: {source}")]
     Fetch {
+        /// The package's name in the targets.
         package: String,
+        /// Why.
         #[source]
         source: FetchError,
     },
+    /// A package's archive broke an extraction rule, was unreadable, or
+    /// could not be written; its bytes were the signed ones.
     #[error("package {package}: {source}")]
     Extract {
+        /// The package's name in the targets.
         package: String,
+        /// Why.
         #[source]
         source: ExtractError,
     },
@@ -49,16 +56,24 @@ pub enum InstallError {
     /// to extract, that is said too (the mismatch is the reason).
     #[error("{source}{}", .also.as_ref().map(|a| format!(" (and the archive failed: {a})")).unwrap_or_default())]
     Mismatch {
+        /// Which package, and how its bytes differed (length or hash).
         #[source]
         source: Mismatch,
+        /// The extraction error the wrong bytes also caused, if any.
         also: Option<Box<ExtractError>>,
     },
+    /// Preparing or committing the destination failed (creating the
+    /// staging directory, syncing, the swap).
     #[error("{path}: {source}")]
     Io {
+        /// The path being worked on.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
+    /// The package list was empty: an install of nothing would replace the
+    /// destination with an empty tree.
     #[error("no packages to install")]
     Nothing,
 }
@@ -66,7 +81,9 @@ pub enum InstallError {
 /// Progress: bytes of packages read so far, and in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
+    /// Compressed bytes read so far, over all packages.
     pub done: u64,
+    /// The sum of the packages' signed lengths.
     pub total: u64,
 }
 
@@ -91,10 +108,14 @@ impl fmt::Debug for InstallOptions<'_> {
 /// What an install did.
 #[derive(Debug, Clone)]
 pub struct InstallReport {
+    /// Every entry now in the destination (with `into_subdirs`, paths start
+    /// with the package name).
     pub manifest: Manifest,
     /// Compressed bytes read.
     pub bytes: u64,
+    /// Bytes of regular-file content written.
     pub unpacked_bytes: u64,
+    /// Entries written, over all packages.
     pub entries: u64,
 }
 
