@@ -240,6 +240,72 @@ const SNAPSHOT_FILE: &str = "snapshot.json";
 const TARGETS_FILE: &str = "targets.json";
 
 /// Verifier state: the trusted root and the newest accepted documents.
+///
+/// # Example
+///
+/// A node starts from a root it trusts (on a real node, the CD's
+/// `root.json`), updates from the repository, and reads a package through
+/// a [`VerifiedReader`](crate::verified::VerifiedReader), which fails unless
+/// the bytes are exactly the signed ones. The repository is made on the spot
+/// with [`crate::repo::Repository`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::Read;
+/// use std::time::SystemTime;
+///
+/// use pkgsign::fetch::{DirFetcher, Fetcher};
+/// use pkgsign::verified::{Expected, VerifiedReader};
+/// use pkgsign::Verifier;
+/// # // Staff side: a repository with one package, one key for every role.
+/// # use std::collections::BTreeMap;
+/// # use pkgsign::metadata::{parse_expiry, RoleType};
+/// # use pkgsign::repo::{Expiries, Repository, RoleSpec};
+/// # use pkgsign::SecretKey;
+/// # let work = tempfile::tempdir()?;
+/// # let repo_dir = work.path().join("repo");
+/// # let key = SecretKey::generate()?;
+/// # let roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+/// #     .into_iter()
+/// #     .map(|role| (role, RoleSpec { keys: vec![key.public().clone()], threshold: 1 }))
+/// #     .collect();
+/// # let expires = parse_expiry("30d", floor::Timestamp::now())?;
+/// # let repo = Repository::init(&repo_dir, &roles, expires, std::slice::from_ref(&key))?;
+/// # let archive = work.path().join("hello.tar.gz");
+/// # let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, Default::default());
+/// # let mut tar = tar::Builder::new(gz);
+/// # let mut header = tar::Header::new_gnu();
+/// # header.set_size(6);
+/// # header.set_mode(0o644);
+/// # header.set_cksum();
+/// # tar.append_data(&mut header, "hello.txt", &b"hello\n"[..])?;
+/// # tar.into_inner()?.finish()?;
+/// # repo.add_package(&archive, "hello", "1.0", false, Default::default())?;
+/// # let expiries = Expiries { targets: expires, snapshot: expires, timestamp: expires };
+/// # repo.publish(std::slice::from_ref(&key), &expiries)?;
+///
+/// let initial_root = std::fs::read(repo_dir.join("metadata/1.root.json"))?;
+/// let mut verifier = Verifier::open(&work.path().join("trust"), &initial_root)?;
+///
+/// // A directory here; `HttpFetcher` for a boot server.
+/// let fetcher = DirFetcher::new(&repo_dir);
+/// let repo = verifier.update(&fetcher, SystemTime::now())?;
+/// assert_eq!(repo.targets_version, 1);
+///
+/// let package = repo.package("hello").expect("listed in the signed targets");
+/// let stream = fetcher.fetch(&package.info().path, package.info().length)?;
+/// let mut verified = VerifiedReader::new(stream, Expected::of_package(&package));
+/// let mut archive = Vec::new();
+/// verified.read_to_end(&mut archive)?; // an error unless length and hash match
+/// assert!(verified.is_verified());
+///
+/// // The accepted metadata is now the trusted state: a later update from a
+/// // repository serving older versions is refused as a rollback.
+/// let reopened = Verifier::open(&work.path().join("trust"), &initial_root)?;
+/// assert_eq!(reopened.trusted_repo(), Some(repo));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Verifier {
     state_dir: PathBuf,

@@ -125,6 +125,72 @@ fn running_as_root() -> bool {
 }
 
 /// Installs `packages` into `dest` (see the module docs).
+///
+/// # Example
+///
+/// Install a verified package, then check the tree against the manifest the
+/// install returned (as a node does at every boot). The repository is made
+/// on the spot with [`crate::repo::Repository`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::SystemTime;
+///
+/// use pkgsign::fetch::DirFetcher;
+/// use pkgsign::install::{install, verify_tree, InstallError, InstallOptions};
+/// use pkgsign::Verifier;
+/// # // Staff side: a repository with one package, one key for every role.
+/// # use std::collections::BTreeMap;
+/// # use pkgsign::metadata::{parse_expiry, RoleType};
+/// # use pkgsign::repo::{Expiries, Repository, RoleSpec};
+/// # use pkgsign::SecretKey;
+/// # let work = tempfile::tempdir()?;
+/// # let repo_dir = work.path().join("repo");
+/// # let key = SecretKey::generate()?;
+/// # let roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+/// #     .into_iter()
+/// #     .map(|role| (role, RoleSpec { keys: vec![key.public().clone()], threshold: 1 }))
+/// #     .collect();
+/// # let expires = parse_expiry("30d", floor::Timestamp::now())?;
+/// # let repo = Repository::init(&repo_dir, &roles, expires, std::slice::from_ref(&key))?;
+/// # let archive = work.path().join("hello.tar.gz");
+/// # let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, Default::default());
+/// # let mut tar = tar::Builder::new(gz);
+/// # let mut header = tar::Header::new_gnu();
+/// # header.set_size(6);
+/// # header.set_mode(0o644);
+/// # header.set_cksum();
+/// # tar.append_data(&mut header, "hello.txt", &b"hello\n"[..])?;
+/// # tar.into_inner()?.finish()?;
+/// # repo.add_package(&archive, "hello", "1.0", false, Default::default())?;
+/// # let expiries = Expiries { targets: expires, snapshot: expires, timestamp: expires };
+/// # repo.publish(std::slice::from_ref(&key), &expiries)?;
+/// # let initial_root = std::fs::read(repo_dir.join("metadata/1.root.json"))?;
+/// # let mut verifier = Verifier::open(&work.path().join("trust"), &initial_root)?;
+/// let fetcher = DirFetcher::new(&repo_dir);
+/// let repo = verifier.update(&fetcher, SystemTime::now())?;
+/// let packages = repo.packages(&["hello"]).expect("listed in the signed targets");
+///
+/// let dest = work.path().join("root");
+/// let report = install(&fetcher, &packages, &dest, &InstallOptions::default())?;
+/// assert_eq!(std::fs::read(dest.join("hello.txt"))?, b"hello\n");
+/// assert!(report.manifest.entries.contains_key("hello.txt"));
+///
+/// // Later: the tree still is what was installed (`true` re-hashes files).
+/// verify_tree(&dest, &report.manifest, true)?;
+///
+/// // A package file swapped on the server is refused, and `dest` is kept.
+/// let on_server = repo_dir.join(&packages[0].info().path);
+/// let mut swapped = std::fs::read(&on_server)?;
+/// let last = swapped.len() - 1;
+/// swapped[last] ^= 0xff;
+/// std::fs::write(&on_server, swapped)?;
+/// let refused = install(&fetcher, &packages, &dest, &InstallOptions::default());
+/// assert!(matches!(refused, Err(InstallError::Mismatch { .. })));
+/// verify_tree(&dest, &report.manifest, true)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn install(
     fetcher: &dyn Fetcher,
     packages: &[VerifiedPackage],
