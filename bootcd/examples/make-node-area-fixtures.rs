@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Files are stored without the area's trailing zeros; a reader pads them
-//! back to the area's 64 KiB. `tests/node_areas.rs` says what each must do.
+//! back to the area's 64 KiB. Beside them, in `../iso/`, two small ISO
+//! images (made with xorriso, as `bootcd build` does) carrying an area
+//! where a boot CD has it. `tests/node_areas.rs` says what each must do.
 
 use std::error::Error;
 use std::fs;
@@ -144,6 +146,45 @@ fn main() -> Result<()> {
     let names: Vec<String> = (0..17).map(|i| format!("etc/plnode/node/f{i}")).collect();
     let many: Vec<Entry<'_>> = names.iter().map(|n| file(n, b"x")).collect();
     write("malformed-too-many-files.img", archive(&many)?)?;
+    let isos = out.join("../iso");
+    fs::create_dir_all(&isos)?;
+    let mut area = toml.encode(1_700_000_000)?;
+    make_iso(&area, &isos.join("customised-node-7.iso"))?;
+    area.truncate(4096);
+    make_iso(&area, &isos.join("node-area-wrong-size.iso"))?;
     println!("fixtures written to {}", out.display());
+    Ok(())
+}
+
+/// A small ISO 9660 image holding `boot/nodecfg.img` (`area`) and
+/// `plnode/cd.toml`, reproducible (`SOURCE_DATE_EPOCH`).
+fn make_iso(area: &[u8], iso: &Path) -> Result<()> {
+    let tree = tempfile::tempdir()?;
+    fs::create_dir_all(tree.path().join("boot"))?;
+    fs::create_dir_all(tree.path().join("plnode"))?;
+    fs::write(tree.path().join("boot/nodecfg.img"), area)?;
+    fs::write(
+        tree.path().join("plnode/cd.toml"),
+        "cd_version = \"2026.11.1\"\n",
+    )?;
+    let status = std::process::Command::new("xorriso")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-iso-level",
+            "3",
+            "-r",
+            "-V",
+            "PLNODE",
+            "-o",
+        ])
+        .arg(iso)
+        .arg(tree.path())
+        .status()?;
+    if !status.success() {
+        return Err(format!("xorriso failed: {status}").into());
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Per-node areas as a CD may carry them (checked in under
 //! `tests/data/node-areas/` by `cargo run -p bootcd --example
-//! make-node-area-fixtures`; seeds of the `iso9660_node_area` fuzz target).
+//! make-node-area-fixtures`, with two small ISO images in `tests/data/iso/`;
+//! seeds of the `iso9660_node_area` fuzz target).
 //! The area is not signed, so anyone with the CD can rewrite it: only
 //! regular files directly in `etc/plnode/node/` are accepted, and anything
 //! else is refused for its reason. Every file on disk is listed here, and
@@ -10,8 +11,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bootcd::layout::NODE_AREA_SIZE;
-use bootcd::nodecfg::{decode_area, describe, AreaError};
+use bootcd::iso9660::IsoImage;
+use bootcd::layout::{ISO_NODE_AREA, NODE_AREA_SIZE};
+use bootcd::nodecfg::{decode_area, describe, AreaError, AreaFile};
 
 enum Expect {
     /// These files, and `describe` names this node.
@@ -118,4 +120,39 @@ fn the_fixtures_on_disk_are_the_ones_listed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(on_disk, listed);
+}
+
+fn iso_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/iso")
+}
+
+/// The per-node area as `bootcd show` and `verify` find it in an image.
+fn area_of(iso: &str) -> Result<Vec<AreaFile>, AreaError> {
+    let file = fs::File::open(iso_data().join(iso)).unwrap();
+    let mut image = IsoImage::open(file).unwrap();
+    let area = image
+        .read_file(ISO_NODE_AREA, NODE_AREA_SIZE as u64 + 1)
+        .unwrap();
+    decode_area(&area)
+}
+
+#[test]
+fn an_area_is_found_where_a_boot_cd_has_it() {
+    let files = area_of("customised-node-7.iso").unwrap();
+    assert!(describe(&files)[0].contains("node 7 (node7.cs.example.edu)"));
+    assert!(matches!(
+        area_of("node-area-wrong-size.iso"),
+        Err(AreaError::WrongSize(4096))
+    ));
+    let on_disk: BTreeSet<String> = fs::read_dir(iso_data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        on_disk,
+        BTreeSet::from([
+            "customised-node-7.iso".into(),
+            "node-area-wrong-size.iso".into()
+        ])
+    );
 }
