@@ -284,6 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_node_key() {
+        let key = "3f6c1a9e0b7d42e5a8c4f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70";
+        let file = NodeConfigFile::parse(NODE_TOML, Path::new("node.toml")).unwrap();
+        let files = decode_area(&file.encode(1).unwrap()).unwrap();
+        for shown in [format!("{file:?}"), format!("{files:?}")] {
+            assert!(!shown.contains(key), "{shown}");
+            assert!(shown.contains("bytes"), "{shown}");
+        }
+    }
+
+    #[test]
     fn plnode_txt_is_recognised() {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/plnode.txt"),
