@@ -386,6 +386,21 @@ fn tuf_scenarios(keys: &Keys, out: &Path) -> Result<()> {
     fs::write(&file, bytes)?;
     s.save(out, "endless-data-package")?;
 
+    // The signed unpacked length understates the archive's content (a
+    // decompression bomb the publisher's tools did not measure).
+    let s = Scenario::new(keys)?;
+    let archive = targz(&[
+        Item::File("a", &[1u8; 1000], 0o644),
+        Item::File("b", &[2u8; 1000], 0o644),
+    ]);
+    s.add("base", "2", &archive)?;
+    let pending_path = s.repo.dir().join("pending.json");
+    let mut pending: serde_json::Value = serde_json::from_slice(&fs::read(&pending_path)?)?;
+    pending["add"]["base"]["unpacked_length"] = 1500.into();
+    fs::write(&pending_path, serde_json::to_vec(&pending)?)?;
+    s.publish()?;
+    s.save(out, "unpacked-length-understated")?;
+
     // One of the two targets keys (below the 2-of-2 threshold) signs targets 2.
     let s = Scenario::new(keys)?;
     targets_signed_by(&s, &[&keys.targets[0]], false)?;
@@ -548,6 +563,26 @@ fn archive_fixtures(out: &Path) -> Result<()> {
         ]),
     )?;
     write(
+        "tar-symlink-dotdot-after-name.tar.gz",
+        targz(&[Item::Symlink("l", "a/../../evil")]),
+    )?;
+    write(
+        "tar-write-through-symlink-inside.tar.gz",
+        targz(&[
+            Item::Dir("real", 0o755),
+            Item::Symlink("d", "real"),
+            Item::File("d/f", b"x", 0o644),
+        ]),
+    )?;
+    write(
+        "tar-file-replaced-by-symlink.tar.gz",
+        targz(&[
+            Item::File("f", b"x", 0o644),
+            Item::Symlink("f", "real"),
+            Item::File("f/x", b"x", 0o644),
+        ]),
+    )?;
+    write(
         "tar-hardlink-escape.tar.gz",
         targz(&[Item::HardLink("h", "../evil")]),
     )?;
@@ -560,6 +595,10 @@ fn archive_fixtures(out: &Path) -> Result<()> {
         targz(&[Item::Symlink("s", "x"), Item::HardLink("h", "s")]),
     )?;
     write(
+        "tar-hardlink-to-missing-file.tar.gz",
+        targz(&[Item::HardLink("h", "missing")]),
+    )?;
+    write(
         "tar-device-node.tar.gz",
         targz(&[Item::CharDevice("null", 1, 3)]),
     )?;
@@ -567,6 +606,10 @@ fn archive_fixtures(out: &Path) -> Result<()> {
     write(
         "tar-setuid.tar.gz",
         targz(&[Item::File("su", b"#!/bin/sh\n", 0o4755)]),
+    )?;
+    write(
+        "tar-setgid-directory.tar.gz",
+        targz(&[Item::Dir("d", 0o2775)]),
     )?;
     write(
         "tar-directory-replaced-by-file.tar.gz",

@@ -150,6 +150,18 @@ const SCENARIOS: &[(&str, Outcome)] = &[
         }),
     ),
     (
+        "unpacked-length-understated",
+        Outcome::InstallRefused(|e| {
+            matches!(
+                e,
+                InstallError::Extract {
+                    source: ExtractError::TooLarge { limit: 1500 },
+                    ..
+                }
+            )
+        }),
+    ),
+    (
         "threshold-one-of-two-signatures",
         Outcome::Refused(|e| {
             matches!(
@@ -300,6 +312,31 @@ const ARCHIVES: &[(&str, Refusal, Option<Refusal>)] = &[
     (
         "tar-symlink-absolute.tar.gz",
         Refusal::Unsafe("absolute symlink"),
+        None,
+    ),
+    (
+        "tar-symlink-dotdot-after-name.tar.gz",
+        Refusal::Unsafe("`..` after a name"),
+        Some(Refusal::Unsafe("`..` after a name")),
+    ),
+    (
+        "tar-write-through-symlink-inside.tar.gz",
+        Refusal::Unsafe("would write through symlink d"),
+        Some(Refusal::Unsafe("would write through symlink d")),
+    ),
+    (
+        "tar-file-replaced-by-symlink.tar.gz",
+        Refusal::Unsafe("would write through symlink f"),
+        Some(Refusal::Unsafe("would write through symlink f")),
+    ),
+    (
+        "tar-hardlink-to-missing-file.tar.gz",
+        Refusal::Unsafe("not in the archive before it"),
+        Some(Refusal::Unsafe("not in the archive before it")),
+    ),
+    (
+        "tar-setgid-directory.tar.gz",
+        Refusal::Unsafe("setuid/setgid"),
         None,
     ),
     (
