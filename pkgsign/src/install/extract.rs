@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -75,13 +75,26 @@ pub fn extract_tar<R: Read>(
     policy: &ExtractPolicy,
     manifest: &mut Manifest,
 ) -> Result<ExtractStats, ExtractError> {
+    let buffered = io::BufReader::with_capacity(256 * 1024, reader);
+    extract_buffered(buffered, dest, prefix, policy, manifest)
+}
+
+/// [`extract_tar`] for a stream that is buffered already: the tar entries
+/// read straight from its buffer.
+pub(super) fn extract_buffered<R: BufRead>(
+    reader: R,
+    dest: &Path,
+    prefix: &str,
+    policy: &ExtractPolicy,
+    manifest: &mut Manifest,
+) -> Result<ExtractStats, ExtractError> {
     let allowance = Rc::new(Cell::new(FRAMING_SLACK));
     let capped = FramingCap {
         inner: reader,
         read: 0,
         allowance: allowance.clone(),
     };
-    let mut archive = tar::Archive::new(io::BufReader::with_capacity(256 * 1024, capped));
+    let mut archive = tar::Archive::new(capped);
     std::thread::scope(|scope| {
         let writer = FileWriter::start(scope).map_err(|source| ExtractError::Io {
             path: dest.to_path_buf(),

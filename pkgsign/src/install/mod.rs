@@ -245,7 +245,7 @@ fn install_one(
                 path: root.to_path_buf(),
                 source,
             })?;
-        let extracted = extract_tar(
+        let extracted = extract::extract_buffered(
             decode::ChunkReader::new(data_rx, spare_tx),
             root,
             prefix,

@@ -45,9 +45,20 @@ enum Job {
 /// Work for the writer, in order, with the content it refers to.
 #[derive(Default)]
 struct Batch {
+    /// Content in `bytes[..used]`; the rest was used before and is kept
+    /// (initialised) for the next round, so that it is not zeroed again.
     bytes: Vec<u8>,
+    used: usize,
     jobs: Vec<Job>,
     files: usize,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.used = 0;
+        self.jobs.clear();
+        self.files = 0;
+    }
 }
 
 /// The extractor's handle on the writer thread.
@@ -87,20 +98,18 @@ impl<'scope> FileWriter<'scope> {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> Result<&[u8], ExtractError> {
-        let start = self.batch.bytes.len();
-        self.batch.bytes.resize(start + len, 0);
-        let filled = match fill(&mut self.batch.bytes[start..]) {
-            Ok(n) => n.min(len),
-            Err(e) => {
-                self.batch.bytes.truncate(start);
-                return Err(ExtractError::Corrupt(e));
-            }
-        };
-        self.batch.bytes.truncate(start + filled);
+        let start = self.batch.used;
+        if self.batch.bytes.len() < start + len {
+            self.batch.bytes.resize(start + len, 0);
+        }
+        let filled = fill(&mut self.batch.bytes[start..start + len])
+            .map_err(ExtractError::Corrupt)?
+            .min(len);
+        self.batch.used += filled;
         if filled > 0 {
             self.batch.jobs.push(Job::Data(start..start + filled));
         }
-        Ok(&self.batch.bytes[start..])
+        Ok(&self.batch.bytes[start..start + filled])
     }
 
     /// Completes the open file; hands the batch over when it is full.
@@ -110,7 +119,7 @@ impl<'scope> FileWriter<'scope> {
         owner: Option<(u32, u32)>,
     ) -> Result<(), ExtractError> {
         self.batch.jobs.push(Job::Close { mode, owner });
-        if self.batch.bytes.len() >= BATCH_BYTES || self.batch.files >= BATCH_FILES {
+        if self.batch.used >= BATCH_BYTES || self.batch.files >= BATCH_FILES {
             self.send()?;
         }
         Ok(())
@@ -119,7 +128,7 @@ impl<'scope> FileWriter<'scope> {
     /// Hands the batch over if it holds a large file's worth of content
     /// (call between chunks of one file).
     pub(super) fn maybe_send(&mut self) -> Result<(), ExtractError> {
-        if self.batch.bytes.len() >= BATCH_BYTES {
+        if self.batch.used >= BATCH_BYTES {
             self.send()?;
         }
         Ok(())
@@ -136,9 +145,7 @@ impl<'scope> FileWriter<'scope> {
 
     fn send(&mut self) -> Result<(), ExtractError> {
         let mut next = self.spare.try_recv().unwrap_or_default();
-        next.bytes.clear();
-        next.jobs.clear();
-        next.files = 0;
+        next.clear();
         let full = std::mem::replace(&mut self.batch, next);
         let sent = match &self.batches {
             Some(batches) => batches.send(full).is_ok(),
