@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! source → length limit → verified (sha256 + length) → gunzip   [decoder thread]
-//! → checked tar entries → DEST.staging-…                       [caller's thread]
-//! → syncfs → swap → old tree removed
+//! → checked tar entries, each name created in archive order     [caller's thread]
+//!   → files' content, owners and modes                          [writer thread]
+//! → DEST.staging-… → syncfs → swap → old tree removed
 //! ```
+//!
+//! Every extraction rule is decided on the caller's thread against the
+//! tree on disk; the writer only fills in files that thread created.
 //!
 //! While the tree is written, a background thread flushes the file system
 //! every few tens of megabytes, so that the syncfs before the swap has
