@@ -13,7 +13,7 @@
 //!   (the command line in `src/bin/bootserver` prints what they return; the
 //!   QEMU harness and the benchmarks call them in-process).
 //! - [`publish`]: `repo publish`, verifying a pkgsign repository before it
-//!   is served.
+//!   is served; [`rollout`]: a published release goes out in waves.
 
 pub mod admin;
 pub mod db;
@@ -24,6 +24,7 @@ pub mod publish;
 pub mod registry;
 pub mod replay;
 pub mod repo_store;
+pub mod rollout;
 pub mod server;
 pub mod workdir;
 pub mod writer;

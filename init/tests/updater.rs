@@ -614,13 +614,7 @@ fn a_tampered_package_is_refused() {
     let (trust, deployments) = (w.trust_state(), w.deployments());
 
     let report = updater.check();
-    assert_refused(
-        &w,
-        &report,
-        &trust,
-        &deployments,
-        "differs from the signed",
-    );
+    assert_refused(&w, &report, &trust, &deployments, "differs from the signed");
     assert!(matches!(report.result, Err(UpdateError::PackageRefused(_))));
     // A failure is reported once, not at every poll.
     let again = updater.check();
