@@ -17,7 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bootserver::admin::{self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat};
+use bootserver::admin::{
+    self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat, RolloutSpec,
+};
+use bootserver::rollout::{bucket, FailureLimit, WavePlan, SCALE};
+use config::api::{CheckinRequest, Hints, RunLevel};
+use config::units::Period;
 use init::deploy::{Denied, DeploymentId, Disk};
 use init::node::updater::{Options, Outcome, Schedule, UpdateError, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy};
@@ -537,7 +542,7 @@ fn a_new_version_is_staged_with_only_the_changed_package_downloaded() {
 }
 
 #[test]
-fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing() {
+fn an_empty_check_is_three_small_requests_and_the_same_version_twice_does_nothing() {
     let w = World::new();
     let mut updater = w.updater();
     let first = updater.check();
@@ -550,9 +555,10 @@ fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing(
     let trust = w.trust_state();
     let empty = updater.check();
     assert!(matches!(empty.result, Ok(Outcome::UpToDate { .. })));
-    // `2.root.json` (not found) and `timestamp.json` (304 Not Modified).
-    assert_eq!(empty.requests, 2, "{empty:?}");
-    assert_eq!(empty.not_modified, 1, "{empty:?}");
+    // No rollout: the release directive (304 Not Modified), `2.root.json`
+    // (not found) and `timestamp.json` (304 Not Modified).
+    assert_eq!(empty.requests, 3, "{empty:?}");
+    assert_eq!(empty.not_modified, 2, "{empty:?}");
     assert!(empty.bytes < 300, "{empty:?}");
     assert_eq!(w.trust_state(), trust);
 
@@ -567,7 +573,7 @@ fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing(
             deployment: id.clone()
         }
     );
-    assert_eq!(again.requests, 2);
+    assert_eq!(again.requests, 3);
     assert!(again.bytes < 300, "{} bytes", again.bytes);
     assert_eq!(w.staged(), Some(id));
 }
@@ -872,7 +878,8 @@ fn while_the_server_is_down_the_node_keeps_its_deployment_then_catches_up() {
     };
     let mut bases = Vec::new();
     let mut results = Vec::new();
-    updater.run(&schedule, &mut |report, wait| {
+    let (_waker, wake) = std::sync::mpsc::channel();
+    updater.run(&schedule, &wake, &mut |report, wait| {
         results.push(format!("{:?}", report.result));
         match &report.result {
             Err(e) => {
@@ -1051,4 +1058,216 @@ fn the_command_line_checks_once_and_says_what_it_decided() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+// ------------------------------------------------------------------ rollouts
+
+impl World {
+    fn admin(&self) -> Admin {
+        bootserver(&self.server.workdir)
+    }
+
+    /// Starts a rollout of the published `base` version.
+    fn rollout(&self, version: &str, waves: WavePlan, interval_secs: u64) {
+        self.admin()
+            .start_rollout(&RolloutSpec {
+                release: version.to_string(),
+                waves,
+                interval: Period::from_secs(interval_secs),
+                max_failures: FailureLimit::default(),
+            })
+            .unwrap_or_else(|e| panic!("rollout start {version}: {e}"));
+    }
+
+    /// A check-in as the node's supervisor makes it (its client, its
+    /// key), returning the reply's hints.
+    fn checkin_hints(&self) -> Hints {
+        let disk = self.disk();
+        let config = config::NodeConfig::load(&disk.node_config_path()).unwrap();
+        let ca = fs::read(disk.trust_dir().join("ca.pem")).unwrap();
+        let mut client = init::boot_server::ServerClient::new(
+            &ca,
+            config.server_urls.clone(),
+            None,
+            std::time::SystemTime::UNIX_EPOCH,
+            Some((config.node_id, config.key.clone())),
+        )
+        .unwrap();
+        let request = CheckinRequest {
+            node_id: config.node_id,
+            run_level: RunLevel::Boot,
+            bootcd_version: None,
+            os_version: None,
+            deployment: Some(self.current().to_string()),
+            hardware: None,
+            health: None,
+            uptime_secs: 1,
+            node_time: config::Timestamp::now(),
+        };
+        init::node::supervisor::hints::checkin(&mut client, &request)
+            .unwrap()
+            .hints
+    }
+}
+
+/// Waves that put `node` into the second of two.
+fn second_wave_for(node: u64) -> WavePlan {
+    let b = bucket(config::node::NodeId(node));
+    assert!(b > 0, "node {node} hashes to the very start; pick another");
+    WavePlan::new(vec![b, SCALE]).unwrap()
+}
+
+#[test]
+fn a_node_takes_a_release_only_when_its_wave_opens_and_is_told_at_once() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", second_wave_for(w.node_id), 3);
+
+    // Its wave has not opened: nothing new, and the repository is not asked.
+    let held = updater.check();
+    match &held.result {
+        Ok(Outcome::Held { reason }) => {
+            assert!(reason.contains("wave 2 of 2 opens at"), "{reason}")
+        }
+        other => panic!("expected to hold, got {other:?}"),
+    }
+    assert_eq!(held.requests, 1, "only the release directive: {held:?}");
+    assert_eq!(w.staged(), None);
+    assert!(!w.checkin_hints().check_updates);
+    let again = updater.check();
+    assert!(matches!(again.result, Ok(Outcome::Held { .. })));
+    assert_eq!(again.not_modified, 1, "{again:?}");
+
+    // The wave opens: the next check-in says "check now", once.
+    let mut waited = 0;
+    while !w.checkin_hints().check_updates {
+        waited += 1;
+        assert!(waited < 100, "the wave did not open");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!w.checkin_hints().check_updates, "a hint is given once");
+    let (id, downloaded, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+    assert_eq!(downloaded, ["base"]);
+    assert_eq!(w.current(), running);
+
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("update held: 2026.2") && e.contains("wave 2 of 2 opens at")),
+        "{events:#?}"
+    );
+    let status = w.admin().rollout_status().unwrap();
+    assert_eq!(status.waves[1].counts.took, 1, "{status:#?}");
+    assert_eq!(status.waves[1].counts.nodes, 1);
+}
+
+#[test]
+fn pause_stops_a_node_taking_the_release_and_resume_lets_it() {
+    let w = World::new();
+    let mut updater = w.updater();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    w.admin().pause_rollout().unwrap();
+    for _ in 0..2 {
+        match updater.check().result {
+            Ok(Outcome::Held { reason }) => assert!(reason.contains("is paused"), "{reason}"),
+            other => panic!("expected to hold, got {other:?}"),
+        }
+    }
+    assert_eq!(w.staged(), None);
+    w.admin().resume_rollout().unwrap();
+    let (id, _, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+}
+
+#[test]
+fn a_release_in_the_repository_that_no_rollout_allows_is_never_installed() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    // Staff publish 2026.3 but roll nothing new out.
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    for _ in 0..3 {
+        match updater.check().result {
+            Ok(Outcome::Waiting { allowed, published }) => {
+                assert!(allowed.as_str().starts_with("2026.2-"), "{allowed}");
+                assert!(published.as_str().starts_with("2026.3-"), "{published}");
+            }
+            other => panic!("expected to wait, got {other:?}"),
+        }
+        assert_eq!(w.staged(), None);
+        assert_eq!(w.current(), running);
+    }
+    assert!(w.cache_files().is_empty(), "nothing downloaded");
+    // Once it is rolled out, it is taken.
+    w.rollout("2026.3", WavePlan::one_wave(), 0);
+    let (id, _, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.3-"), "{id}");
+    let rollouts = w.admin().rollouts(10).unwrap();
+    assert_eq!(rollouts[1].state.as_str(), "superseded");
+}
+
+#[test]
+fn an_abort_sends_a_node_that_took_the_release_back_to_its_previous_deployment() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let first = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    let (second, _, _) = staged(&updater.check().result);
+    w.boot_staged_and_prove_healthy();
+    assert_eq!(w.current(), second);
+    let pinned = updater.check();
+    assert_eq!(
+        pinned.result.as_ref().unwrap(),
+        &Outcome::UpToDate {
+            deployment: second.clone()
+        }
+    );
+    assert_eq!(pinned.requests, 1, "pinned to what runs: {pinned:?}");
+
+    w.admin().abort_rollout().unwrap();
+    assert!(w.checkin_hints().check_updates, "told to check at once");
+    match updater.check().result {
+        Ok(Outcome::Reverted {
+            from,
+            to: Some(to),
+            newly: true,
+        }) => {
+            assert_eq!(from, second);
+            assert_eq!(to, first);
+        }
+        other => panic!("expected a revert, got {other:?}"),
+    }
+    assert_eq!(w.staged(), Some(first.clone()));
+    // What the CD then does: activate the staged (previous) deployment.
+    w.boot_staged_and_prove_healthy();
+    assert_eq!(w.current(), first);
+    for _ in 0..2 {
+        match updater.check().result {
+            Ok(Outcome::Held { reason }) => assert!(reason.contains("aborted"), "{reason}"),
+            other => panic!("expected to hold, got {other:?}"),
+        }
+        assert_eq!(w.staged(), None, "the aborted release is not taken again");
+    }
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("update reverted: 2026.2") && e.contains(first.as_str())),
+        "{events:#?}"
+    );
+    let status = w.admin().rollout_status().unwrap();
+    assert_eq!(status.total.reverted, 1, "{status:#?}");
 }
