@@ -19,6 +19,7 @@ pub mod admin;
 pub mod db;
 pub mod input;
 pub mod model;
+pub mod overview;
 pub mod pki;
 pub mod publish;
 pub mod registry;

@@ -712,6 +712,28 @@ pub fn auth_failures(conn: &Connection, node: u64) -> Result<Vec<AuthFailureCoun
     Ok(rows)
 }
 
+/// Failed authentications per node id (0 = unknown nodes): how many, and
+/// the latest.
+pub fn auth_failure_summary(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<u64, crate::overview::AuthFailures>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, sum(count), max(last_at) FROM auth_failures GROUP BY node_id",
+    )?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                crate::overview::AuthFailures {
+                    count: row.get::<_, i64>(1)? as u64,
+                    last_at: ts(row.get(2)?),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// Total failed authentications per node id (0 = unknown nodes).
 pub fn auth_failure_totals(conn: &Connection) -> Result<std::collections::HashMap<u64, u64>> {
     let mut stmt =
