@@ -152,6 +152,17 @@ impl UpdateError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, UpdateError::Unreachable(_))
     }
+
+    /// What went wrong with one source, without the verdict for the whole
+    /// check (a mirror that is down is not "the boot server").
+    fn cause_line(&self) -> String {
+        match self {
+            UpdateError::Unreachable(c)
+            | UpdateError::Metadata(c)
+            | UpdateError::PackageRefused(c) => floor::report::error_line(c.as_ref()),
+            other => floor::report::error_line(other),
+        }
+    }
 }
 
 /// What a check decided.
@@ -552,7 +563,7 @@ impl Updater {
                         console::line(&format!(
                             "updater: {}: {}; trying {}",
                             src.label,
-                            floor::report::error_line(&e),
+                            e.cause_line(),
                             next.label
                         ));
                     }
@@ -1151,7 +1162,7 @@ fn fetch_package(
                     "updater: package {} from {}: {}; trying the next source",
                     package.name(),
                     src.label,
-                    floor::report::error_line(&e)
+                    e.cause_line()
                 ));
                 last = Some(e);
             }
