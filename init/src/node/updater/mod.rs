@@ -284,6 +284,22 @@ struct Reported {
     /// Why the node holds, as last reported; cleared when it stops holding.
     #[serde(default)]
     held: Option<String>,
+    /// Reports the server could not be told yet, oldest first.
+    #[serde(default)]
+    outbox: Vec<UpdateReport>,
+}
+
+/// Reports kept for a server that cannot be reached (the oldest matter most).
+const MAX_OUTBOX: usize = 32;
+
+/// Saving updater.json failed: the report is lost, the check goes on.
+fn queued_ok(saved: Result<(), UpdateError>) {
+    if let Err(e) = saved {
+        console::line(&format!(
+            "updater: keeping a report for later: {}",
+            floor::report::error_line(&e)
+        ));
+    }
 }
 
 const REPORTED_FILE: &str = "updater.json";
@@ -402,6 +418,13 @@ impl Updater {
     /// The node this updater updates.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The updater's authenticated client of the boot server, for a caller
+    /// that speaks for the same node on the same connection (a simulator
+    /// playing the supervisor's check-ins).
+    pub fn server(&mut self) -> &mut ServerClient {
+        &mut self.server
     }
 
     /// Asks the boot server which release the node may install now;
@@ -582,6 +605,7 @@ impl Updater {
             ))
         })?;
         let directive = self.directive()?;
+        self.flush_outbox();
         if let Some(bad) = directive.as_ref().and_then(|d| d.revert.clone()) {
             if let Some(outcome) = self.revert(&bad, &current)? {
                 return Ok(outcome);
@@ -922,12 +946,54 @@ impl Updater {
         match self.server.post::<_, Empty>(paths::UPDATE, &report) {
             Ok(Empty {}) => true,
             Err(e) => {
+                // Kept and sent with the next check that reaches the server:
+                // a transition is told late rather than never.
+                let mut reported = self.reported();
+                let queued = reported.outbox.len() < MAX_OUTBOX;
+                if queued {
+                    reported.outbox.push(report);
+                    queued_ok(self.save_reported(&reported));
+                }
                 console::line(&format!(
-                    "updater: could not report {event:?} to the server: {e}"
+                    "updater: could not report {event:?} to the server: {e}{}",
+                    if queued {
+                        "; it is sent with the next check that reaches the server"
+                    } else {
+                        ""
+                    }
                 ));
-                false
+                queued
             }
         }
+    }
+
+    /// Sends the reports an earlier check could not deliver, oldest first;
+    /// keeps those that fail again.
+    fn flush_outbox(&mut self) {
+        let mut reported = self.reported();
+        if reported.outbox.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut reported.outbox);
+        let mut sent = 0;
+        for report in pending {
+            if reported.outbox.is_empty()
+                && self
+                    .server
+                    .post::<_, Empty>(paths::UPDATE, &report)
+                    .is_ok()
+            {
+                sent += 1;
+            } else {
+                reported.outbox.push(report);
+            }
+        }
+        if sent > 0 {
+            console::line(&format!(
+                "updater: sent {sent} report(s) held back while the server could not be reached"
+            ));
+        }
+        queued_ok(self.save_reported(&reported));
     }
 
     /// One line per decision; reports to the server what it should know.
