@@ -1325,7 +1325,9 @@ impl Nginx {
     fn serve(root: &Path, pki: &MirrorPki, prefix: &Path, missing: u16) -> Option<Nginx> {
         let bin = Path::new("/usr/sbin/nginx");
         if !bin.is_file() {
-            eprintln!("SKIP: nginx is not installed (apt-get install -y --no-install-recommends nginx)");
+            eprintln!(
+                "SKIP: nginx is not installed (apt-get install -y --no-install-recommends nginx)"
+            );
             return None;
         }
         fs::create_dir_all(prefix.join("logs")).unwrap();
@@ -1483,7 +1485,9 @@ fn a_node_updates_from_an_nginx_mirror_while_the_boot_server_serves_no_packages(
         fs::read(w.disk().trust_dir().join("ca.pem")).unwrap(),
     ))
     .unwrap();
-    let path = w.repo.status().unwrap().targets.unwrap().targets["base"].path.clone();
+    let path = w.repo.status().unwrap().targets.unwrap().targets["base"]
+        .path
+        .clone();
     let refused = http
         .get(format!("https://127.0.0.1:{}/repo/{path}", w.server.port))
         .send()
@@ -1501,18 +1505,18 @@ fn a_mirror_serving_a_swapped_or_stale_file_is_skipped_for_the_next() {
     w.server.publish(w.repo.dir());
     // Swapped: the new metadata, but other bytes under the package's name.
     let swapped_dir = w.copy_repo("swapped");
-    let path = w.repo.status().unwrap().targets.unwrap().targets["base"].path.clone();
+    let path = w.repo.status().unwrap().targets.unwrap().targets["base"]
+        .path
+        .clone();
     let real = fs::read(swapped_dir.join(&path)).unwrap();
     let mut other = real.clone();
     let middle = other.len() / 2;
     other[middle] ^= 0xff;
     fs::write(swapped_dir.join(&path), &other).unwrap();
-    let Some(stale) = Nginx::serve(&stale_dir, &pki, &w.dir.path().join("nginx-stale"), 404)
-    else {
+    let Some(stale) = Nginx::serve(&stale_dir, &pki, &w.dir.path().join("nginx-stale"), 404) else {
         return;
     };
-    let Some(swapped) =
-        Nginx::serve(&swapped_dir, &pki, &w.dir.path().join("nginx-swapped"), 404)
+    let Some(swapped) = Nginx::serve(&swapped_dir, &pki, &w.dir.path().join("nginx-swapped"), 404)
     else {
         return;
     };
@@ -1561,4 +1565,28 @@ fn a_mirror_serving_a_swapped_or_stale_file_is_skipped_for_the_next() {
     let mut updater = w.updater();
     let (id3, _, _) = staged(&updater.check().result);
     assert!(id3.as_str().starts_with("2026.3-"), "{id3}");
+}
+
+#[test]
+fn a_staged_release_the_rollout_does_not_allow_is_dropped() {
+    let w = World::new();
+    let mut updater = w.updater();
+    // Staged before any rollout existed (whatever was published).
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    let (early, _, _) = staged(&updater.check().result);
+    assert_eq!(w.staged(), Some(early));
+    // Staff publish 2026.3 and roll it out; this node's wave is later.
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.3", second_wave_for(w.node_id), 3600);
+    match updater.check().result {
+        Ok(Outcome::Held { .. }) => {}
+        other => panic!("expected to hold, got {other:?}"),
+    }
+    assert_eq!(
+        w.staged(),
+        None,
+        "the CD is not left a release nobody allowed"
+    );
 }

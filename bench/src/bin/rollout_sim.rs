@@ -42,8 +42,8 @@
 //!
 //! `cargo run --release -p bench --bin rollout_sim [-- --nodes 1000 --update-mb 10]`
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -224,15 +224,19 @@ impl ServerProcess {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
         (ticks(11) + ticks(12)) / 100.0
     }
 
     /// (resident now, peak resident) in MB.
     fn memory_mb(&self) -> (f64, f64) {
-        let status =
-            fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kb = |key: &str| {
             status
                 .lines()
@@ -307,7 +311,10 @@ impl World {
             keys: vec![key.public().clone()],
             threshold: 1,
         };
-        let roles = RoleType::ALL.into_iter().map(|r| (r, spec.clone())).collect();
+        let roles = RoleType::ALL
+            .into_iter()
+            .map(|r| (r, spec.clone()))
+            .collect();
         let repo_dir = server_dir.path().join("staff-repo");
         let repo = Repository::init(
             &repo_dir,
@@ -332,7 +339,9 @@ impl World {
         world.add("kernel", "6.1", package("lib/modules", 64, 4, 1)?, false)?;
         world.add("base", "1", package(PAYLOAD, 64, 4, 2)?, true)?;
         world.add("sliver-ref", "1", package("bin", 64, 4, 3)?, true)?;
-        world.repo.publish(std::slice::from_ref(&world.key), &expiries())?;
+        world
+            .repo
+            .publish(std::slice::from_ref(&world.key), &expiries())?;
 
         let admin = Admin::init(
             &world.workdir,
@@ -340,7 +349,9 @@ impl World {
                 hosts: vec!["localhost".parse().map_err(anyhow::Error::msg)?],
                 ips: vec![Ipv4Addr::LOCALHOST.into()],
                 listen: addr,
-                urls: vec![format!("https://{addr}").parse().map_err(anyhow::Error::msg)?],
+                urls: vec![format!("https://{addr}")
+                    .parse()
+                    .map_err(anyhow::Error::msg)?],
                 site_certificate: None,
             },
         )?;
@@ -527,8 +538,17 @@ struct Stats {
     per_second: Mutex<Vec<u64>>,
 }
 
+/// What the figures need of a node, kept apart from its lock (which a
+/// node holds for the whole of a staging check).
+#[derive(Debug, Clone, Default)]
+struct View {
+    running: Option<String>,
+    staged: Vec<String>,
+}
+
 struct Sim {
     nodes: Vec<Mutex<NodeSim>>,
+    view: Mutex<Vec<View>>,
     ids: Vec<NodeId>,
     queue: Mutex<BinaryHeap<Reverse<(Instant, usize, Job)>>>,
     wake: Condvar,
@@ -618,6 +638,11 @@ impl Sim {
         }
     }
 
+    fn view_of(&self, node: usize, f: impl FnOnce(&mut View)) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut view[node]);
+    }
+
     fn schedule_check(&self, node: usize, n: &mut NodeSim, after: Duration) {
         n.check_gen += 1;
         self.push(Instant::now() + after, node, Job::Check(n.check_gen));
@@ -680,6 +705,7 @@ impl Sim {
         match &report.result {
             Ok(Outcome::Staged { deployment, .. }) => {
                 n.staged.push((deployment.clone(), Instant::now()));
+                self.view_of(node, |v| v.staged.push(deployment.to_string()));
                 self.push(Instant::now() + self.reboot_after, node, Job::Reboot);
             }
             Ok(Outcome::AlreadyStaged { .. }) => {
@@ -708,8 +734,7 @@ impl Sim {
         for _ in 0..60 {
             self.stats.reports.fetch_add(1, Ordering::Relaxed);
             self.count(1);
-            if n
-                .updater
+            if n.updater
                 .server()
                 .post::<_, Empty>(paths::UPDATE, &r)
                 .is_ok()
@@ -735,8 +760,8 @@ impl Sim {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let fails = broken.as_deref() == Some(staged.as_str())
-            && bucket(self.ids[node]).is_multiple_of(4);
+        let fails =
+            broken.as_deref() == Some(staged.as_str()) && bucket(self.ids[node]).is_multiple_of(4);
         if fails {
             // Three failed trial boots later: the CD goes back and denies it.
             let Ok(Some(previous)) = disk.link("previous") else {
@@ -751,6 +776,7 @@ impl Sim {
             let _ = disk.set_link("current", &previous);
             let _ = disk.clear_link("previous");
             let _ = disk.clear_bootcount();
+            self.view_of(node, |v| v.running = Some(previous.to_string()));
             self.report(
                 n,
                 UpdateEvent::RolledBack,
@@ -759,7 +785,13 @@ impl Sim {
             );
         } else {
             let _ = disk.clear_bootcount();
-            self.report(n, UpdateEvent::MarkedGood, &staged, "services up (simulated)");
+            self.view_of(node, |v| v.running = Some(staged.to_string()));
+            self.report(
+                n,
+                UpdateEvent::MarkedGood,
+                &staged,
+                "services up (simulated)",
+            );
             let reclaim = self
                 .reclaim
                 .lock()
@@ -847,6 +879,7 @@ fn burst_checks(sim: &Arc<Sim>, workers: usize) -> (Duration, Duration, Duration
 struct Phase {
     started: Instant,
     cpu: f64,
+    nodes_cpu: f64,
     checks: u64,
     requests: u64,
 }
@@ -859,6 +892,7 @@ fn phase_start(sim: &Sim, world: &World) -> Phase {
     Phase {
         started: Instant::now(),
         cpu: world.server_cpu(),
+        nodes_cpu: own_cpu_secs(),
         checks: sim.stats.checks.load(Ordering::Relaxed),
         requests: total_requests(sim),
     }
@@ -872,7 +906,11 @@ fn total_requests(sim: &Sim) -> u64 {
 
 fn peak_rate(sim: &Sim, from: Instant) -> u64 {
     let first = from.duration_since(sim.started).as_secs() as usize;
-    let v = sim.stats.per_second.lock().unwrap_or_else(|e| e.into_inner());
+    let v = sim
+        .stats
+        .per_second
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     v.iter().skip(first).copied().max().unwrap_or(0)
 }
 
@@ -887,7 +925,10 @@ fn count_nodes(sim: &Sim, f: impl Fn(usize, &NodeSim) -> bool) -> usize {
 }
 
 fn staged_count(sim: &Sim, release: &str) -> usize {
-    count_nodes(sim, |_, n| n.staged.iter().any(|(d, _)| d.as_str() == release))
+    let view = sim.view.lock().unwrap_or_else(|e| e.into_inner());
+    view.iter()
+        .filter(|v| v.staged.iter().any(|d| d == release))
+        .count()
 }
 
 fn running(n: &NodeSim) -> Option<String> {
@@ -900,7 +941,24 @@ fn running(n: &NodeSim) -> Option<String> {
 }
 
 fn running_count(sim: &Sim, release: &str) -> usize {
-    count_nodes(sim, |_, n| running(n).as_deref() == Some(release))
+    let view = sim.view.lock().unwrap_or_else(|e| e.into_inner());
+    view.iter()
+        .filter(|v| v.running.as_deref() == Some(release))
+        .count()
+}
+
+/// CPU seconds this process (the nodes) has used.
+fn own_cpu_secs() -> f64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Waits until `done` holds (checked every 250 ms), printing progress.
@@ -952,6 +1010,18 @@ fn print_phase(label: &str, sim: &Sim, world: &World, p: &Phase, elapsed: Durati
         peak_rate(sim, p.started),
         sim.stats.checks.load(Ordering::Relaxed) - p.checks
     );
+    let nodes_cpu = own_cpu_secs() - p.nodes_cpu;
+    println!(
+        "  {label}: the {} simulated nodes used {nodes_cpu:.1} CPU s ({:.1} ms per node); machine load average {}",
+        sim.nodes.len(),
+        nodes_cpu * 1000.0 / sim.nodes.len() as f64,
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 }
 
 // ------------------------------------------------------------ baseline
@@ -960,7 +1030,10 @@ fn print_phase(label: &str, sim: &Sim, world: &World, p: &Phase, elapsed: Durati
 /// with sha256sum and unpacking it with tar, `workers` at a time.
 fn baseline(args: &Args, world: &World, release_file: &str, sha: &str) -> Result<Option<Duration>> {
     if !args.nginx.is_file() {
-        println!("  (no nginx at {}: comparison skipped)", args.nginx.display());
+        println!(
+            "  (no nginx at {}: comparison skipped)",
+            args.nginx.display()
+        );
         return Ok(None);
     }
     let wd = bootserver::workdir::WorkDir::open(&world.workdir)?;
@@ -1109,8 +1182,20 @@ fn main() -> Result<()> {
             hints: 0,
         }));
     }
+    let view = partitions
+        .iter()
+        .map(|p| View {
+            running: Disk::new(p)
+                .link("current")
+                .ok()
+                .flatten()
+                .map(|d| d.to_string()),
+            staged: Vec::new(),
+        })
+        .collect();
     let sim = Arc::new(Sim {
         nodes,
+        view: Mutex::new(view),
         ids,
         queue: Mutex::new(BinaryHeap::new()),
         wake: Condvar::new(),
@@ -1282,9 +1367,11 @@ fn main() -> Result<()> {
     world.release("3.1", 64, 31)?;
     let v31 = published_release(&world)?;
     world.rollout("3.1", WavePlan::one_wave(), 0, "5%")?;
-    wait_until("on the small release before it", Duration::from_secs(1800), || {
-        (running_count(&sim, &v31), n)
-    })?;
+    wait_until(
+        "on the small release before it",
+        Duration::from_secs(1800),
+        || (running_count(&sim, &v31), n),
+    )?;
     let v3 = v31;
     world.release("4", 64, 44)?;
     let v4 = published_release(&world)?;
@@ -1320,21 +1407,31 @@ fn main() -> Result<()> {
     if later_took > 0 {
         bail!("{later_took} node(s) of a later wave took the halted release");
     }
-    let on_v4 = count_nodes(&sim, |_, node| running(node).as_deref() == Some(v4.as_str()));
+    let on_v4 = count_nodes(&sim, |_, node| {
+        running(node).as_deref() == Some(v4.as_str())
+    });
     let abort_at = Instant::now();
     world.admin()?.abort_rollout()?;
-    let back = wait_until("back on the release before", Duration::from_secs(600), || {
-        let back = first_wave
-            .iter()
-            .filter(|i| {
-                let node = sim.nodes[**i].lock().unwrap_or_else(|e| e.into_inner());
-                running(&node).as_deref() == Some(v3.as_str())
-            })
-            .count();
-        (back, first_wave.len())
-    })?;
+    let back = wait_until(
+        "back on the release before",
+        Duration::from_secs(600),
+        || {
+            let view = sim.view.lock().unwrap_or_else(|e| e.into_inner());
+            let back = first_wave
+                .iter()
+                .filter(|i| view[**i].running.as_deref() == Some(v3.as_str()))
+                .count();
+            (back, first_wave.len())
+        },
+    )?;
     let _ = abort_at;
-    print_phase("the wave rollout", &sim, &world, &phase, phase.started.elapsed());
+    print_phase(
+        "the wave rollout",
+        &sim,
+        &world,
+        &phase,
+        phase.started.elapsed(),
+    );
     let status = world.admin()?.rollout_status()?;
     println!(
         "  abort: the {on_v4} node(s) running it went back to {v3} in {:.1} s; every wave-1 node runs {v3}; the server counts {} reverted, {} failed",

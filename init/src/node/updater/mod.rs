@@ -614,10 +614,29 @@ impl Updater {
         let allow = directive
             .as_ref()
             .map_or(ReleaseAllow::Latest, |d| d.allow.clone());
+        // A staged deployment the rollout does not allow (staged before the
+        // rollout, or for another release) is not left for the CD.
+        let rollout_release = match &allow {
+            ReleaseAllow::Release { deployment } => Some(deployment.clone()),
+            ReleaseAllow::Hold => directive
+                .as_ref()
+                .and_then(|d| d.rollout.as_ref())
+                .map(|r| r.deployment.clone()),
+            ReleaseAllow::Latest => None,
+        };
+        if let Some(allowed) = &rollout_release {
+            if let Some(staged) = self.disk.link("staged").map_err(local)? {
+                if staged != *allowed {
+                    console::line(&format!(
+                        "updater: {staged} is staged, but the rollout allows {allowed}: dropping it"
+                    ));
+                    self.disk.clear_link("staged").map_err(local)?;
+                }
+            }
+        }
         match &allow {
             ReleaseAllow::Hold => {
-                if let Some(note) = directive.as_ref().and_then(|d| d.rollout.as_ref()) {
-                    let id = &note.deployment;
+                if let Some(id) = &rollout_release {
                     self.target = Some((id.os_version().to_string(), id.clone()));
                 }
                 return Ok(Outcome::Held {
@@ -978,10 +997,7 @@ impl Updater {
         let mut sent = 0;
         for report in pending {
             if reported.outbox.is_empty()
-                && self
-                    .server
-                    .post::<_, Empty>(paths::UPDATE, &report)
-                    .is_ok()
+                && self.server.post::<_, Empty>(paths::UPDATE, &report).is_ok()
             {
                 sent += 1;
             } else {
