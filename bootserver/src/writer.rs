@@ -554,7 +554,7 @@ fn record_rollout_progress(
         node,
         progress,
         report.reason.as_deref(),
-        now,
+        report.at,
     )
     .map_err(failed)?;
     if progress == NodeProgress::Failed {

@@ -328,3 +328,33 @@ fn failures_past_the_limit_halt_the_rollout_and_no_later_wave_takes_it() {
     let status = wd.json(&["rollout", "status"]);
     assert_eq!(status["waves"][0]["reverted"], 1, "{status:#}");
 }
+
+#[test]
+fn a_report_delivered_late_does_not_undo_a_later_one() {
+    let (wd, _repo, configs, release_id) = world(1, "2026.1");
+    wd.ok(&["rollout", "start", "2026.1", "--now"]);
+    let server = wd.start();
+    let mut node = wd.client(&server, &configs[0]);
+    let now = config::Timestamp::now().unix();
+    let send = |node: &mut NodeClient, event, at: i64| {
+        let r = UpdateReport {
+            event,
+            os_version: "2026.1".into(),
+            deployment: release_id.clone(),
+            reason: None,
+            at: config::Timestamp::from_unix(at),
+        };
+        assert_eq!(node.post_json(paths::UPDATE, &r).status, 200);
+    };
+    send(&mut node, UpdateEvent::Activated, now - 5);
+    send(&mut node, UpdateEvent::MarkedGood, now);
+    // Kept by the node while the server was away, sent after.
+    send(&mut node, UpdateEvent::Staged, now - 60);
+    let status = wd.json(&["rollout", "status"]);
+    assert_eq!(status["total"]["healthy"], 1, "{status:#}");
+    // The same second: the step further along stays.
+    send(&mut node, UpdateEvent::Activated, now);
+    assert_eq!(wd.json(&["rollout", "status"])["total"]["healthy"], 1);
+    send(&mut node, UpdateEvent::RolledBack, now + 1);
+    assert_eq!(wd.json(&["rollout", "status"])["total"]["failed"], 1);
+}

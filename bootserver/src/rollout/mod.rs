@@ -271,6 +271,17 @@ impl NodeProgress {
         }
     }
 
+    /// How far along a step is (for reports of the same second).
+    pub fn rank(self) -> i64 {
+        match self {
+            NodeProgress::Staged => 1,
+            NodeProgress::Activated => 2,
+            NodeProgress::Good => 3,
+            NodeProgress::Failed => 4,
+            NodeProgress::Reverted => 5,
+        }
+    }
+
     /// The node runs (or is about to run) the release.
     pub fn took(self) -> bool {
         matches!(

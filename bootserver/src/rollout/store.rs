@@ -194,27 +194,36 @@ pub fn act(conn: &Connection, action: Action, now: Timestamp, note: &str) -> Res
     current(conn)
 }
 
-/// Records what a node did with the release of `rollout`.
+/// Records what a node did with the release of `rollout`, as of `at` (the
+/// node's clock when it happened). A report that arrives late (a node
+/// keeps what it could not send while the server was away) does not undo
+/// a later one: the newer `at` wins, and at the same second the step
+/// further along.
 pub fn record_progress(
     conn: &Connection,
     rollout: u64,
     node: NodeId,
     progress: NodeProgress,
     reason: Option<&str>,
-    now: Timestamp,
+    at: Timestamp,
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO rollout_nodes (rollout_id, node_id, status, at, reason)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (rollout_id, node_id) DO UPDATE SET status = excluded.status,
-             at = excluded.at, reason = excluded.reason",
+             at = excluded.at, reason = excluded.reason
+         WHERE excluded.at > rollout_nodes.at
+            OR (excluded.at = rollout_nodes.at AND ?6 >= CASE rollout_nodes.status
+                WHEN 'staged' THEN 1 WHEN 'activated' THEN 2 WHEN 'good' THEN 3
+                WHEN 'failed' THEN 4 ELSE 5 END)",
     )?;
     stmt.execute(params![
         rollout as i64,
         node.0 as i64,
         progress.as_str(),
-        now.unix(),
-        reason
+        at.unix(),
+        reason,
+        progress.rank()
     ])?;
     Ok(())
 }
