@@ -163,6 +163,13 @@ mod tests {
         }
     }
 
+    fn some_ca() -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
     #[test]
     fn mirrors_come_first_each_once_then_the_servers_from_the_last_good_one() {
         let all = merged(
@@ -178,8 +185,9 @@ mod tests {
             ["https://a.example.org/repo", "https://b.example.org/repo"]
         );
 
+        let ca = some_ca();
         let mut sources = Sources::new(
-            b"not a certificate".to_vec(),
+            ca.clone(),
             None,
             SystemTime::UNIX_EPOCH,
             DownloadPolicy::default(),
@@ -188,23 +196,28 @@ mod tests {
             "https://boot1.example.org".parse().unwrap(),
             "https://boot2.example.org".parse().unwrap(),
         ];
-        let client = reqwest::blocking::Client::new();
-        let labels: Vec<String> = match sources.list(&[], &servers, 1, &client) {
+        let client = build_client(&ClientOptions::new(ca)).unwrap();
+        let labels: Vec<String> = match sources.list(&all, &servers, 1, &client) {
             Ok(l) => l.into_iter().map(|s| s.label).collect(),
             Err(e) => panic!("{e}"),
         };
         assert_eq!(
             labels,
             [
+                "https://a.example.org/repo",
+                "https://b.example.org/repo",
                 "https://boot2.example.org/repo",
                 "https://boot1.example.org/repo"
             ]
         );
-        // A mirror without a CA of its own is checked against the CD's; a
-        // CA that is not one is an error naming the mirror.
+        // A mirror's CA that is not one is an error naming the mirror.
+        let bad = Mirror {
+            url: "https://c.example.org".parse().unwrap(),
+            ca: Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into()),
+        };
         let e = sources
-            .list(&all, &servers, 0, &client)
+            .list(&[bad], &servers, 0, &client)
             .expect_err("no usable CA");
-        assert!(e.to_string().contains("a.example.org"), "{e}");
+        assert!(e.to_string().contains("c.example.org"), "{e}");
     }
 }
