@@ -5,7 +5,8 @@
 //!   file, line and field; [`plnode`] imports PlanetLab's `plnode.txt`.
 //! - [`rspec`]: a sliver's resources; [`units`]: rates and sizes as people write them.
 //! - [`cd`]: what a boot CD says about itself.
-//! - [`api`]: the node API's JSON types and request authentication.
+//! - [`api`]: the node API's JSON types and request authentication;
+//!   [`release`]: the id of a node OS release, computed alike on both sides.
 //!
 //! This crate does no I/O beyond reading the file it is asked to parse.
 
@@ -16,6 +17,7 @@ pub mod cd;
 mod error;
 pub mod node;
 pub mod plnode;
+pub mod release;
 pub mod rspec;
 pub mod server;
 pub mod timestamp;

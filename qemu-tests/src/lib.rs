@@ -11,6 +11,7 @@
 //!   ([`artifacts::CdTrust`]) and a CD from them.
 
 pub mod artifacts;
+pub mod mirror;
 pub mod powercut;
 pub mod qemu;
 pub mod ssh;
