@@ -16,6 +16,7 @@ use config::events::{EventKind, NodeEvent};
 use floor::journal::Journal;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::broadcast;
 
 /// New events, for whoever subscribes.
@@ -66,7 +67,9 @@ fn watch(dir: &Path) -> Option<AsyncFd<InotifyFd>> {
                 | AddWatchFlags::IN_DELETE,
         )
         .ok()?;
-    AsyncFd::new(InotifyFd(inotify)).ok()
+    // SAFETY: InotifyFd owns the descriptor it returns, which stays open
+    // until the AsyncFd (and with it the InotifyFd) is dropped.
+    unsafe { AsyncFd::register_with_interest(InotifyFd(inotify), Interest::READABLE) }.ok()
 }
 
 fn note_checkin(last_checkin: &Mutex<Option<NodeEvent>>, event: &NodeEvent) {
