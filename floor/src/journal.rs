@@ -241,9 +241,7 @@ impl Follower {
         self.drain(&mut lines)?;
         // A rotation (or a removal and a new file): finish the old file,
         // then start on the new one.
-        let now = fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
+        let now = fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
         if now.is_some() && now != self.identity {
             self.open_current(false);
             self.drain(&mut lines)?;

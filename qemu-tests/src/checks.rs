@@ -21,7 +21,14 @@ use crate::ssh::Ssh;
 pub fn sensors(ssh: &Ssh, slices: &[&str]) -> anyhow::Result<String> {
     let base = "http://127.0.0.1:33080";
     let index = ssh.run_ok(&format!("wget -qO- {base}/"))?;
-    for sensor in ["load", "meminfo", "slivers", "events", "connections", "metrics"] {
+    for sensor in [
+        "load",
+        "meminfo",
+        "slivers",
+        "events",
+        "connections",
+        "metrics",
+    ] {
         ensure!(
             index.lines().any(|l| l.starts_with(&format!("{sensor},"))),
             "the sensors' index lacks {sensor}:\n{index}"

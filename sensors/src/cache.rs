@@ -111,8 +111,7 @@ impl Cache {
         }
         let sources = self.sources.clone();
         let keys = keys.to_vec();
-        let read =
-            tokio::task::spawn_blocking(move || sources.read(source, Rows::Keys(&keys)));
+        let read = tokio::task::spawn_blocking(move || sources.read(source, Rows::Keys(&keys)));
         match tokio::time::timeout(self.deadline, read).await {
             Ok(Ok(r)) => Arc::new(r),
             Ok(Err(_)) => Arc::new(Err(SourceError::Task(source.name()))),

@@ -338,7 +338,7 @@ pub fn ticks_to_secs(ticks: u64, hz: u64) -> String {
     let frac = (ticks % hz) * 100 / hz;
     if frac == 0 {
         whole.to_string()
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{whole}.{}", frac / 10)
     } else {
         format!("{whole}.{frac:02}")

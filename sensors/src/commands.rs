@@ -99,10 +99,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
     };
     let parts = sensors::server::segments(&args.path).map_err(anyhow::Error::msg)?;
     let Some((name, rest)) = parts.split_first() else {
-        print!(
-            "{}",
-            sensors::catalog::index().to_csv(&Selection::all())
-        );
+        print!("{}", sensors::catalog::index().to_csv(&Selection::all()));
         return Ok(());
     };
     if name == "metrics" && rest.is_empty() {
@@ -110,7 +107,10 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
             .into_iter()
             .map(|s| (s, Arc::new(sources.read(s, Rows::All))))
             .collect();
-        print!("{}", Families::from_readings(&readings).encode(Format::Prometheus));
+        print!(
+            "{}",
+            Families::from_readings(&readings).encode(Format::Prometheus)
+        );
         return Ok(());
     }
     let Some(sensor) = Sensor::find(name) else {

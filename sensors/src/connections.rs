@@ -90,7 +90,9 @@ impl Owners {
         if let Some(slice) = socket.cgroup_id.and_then(|id| self.by_cgroup.get(&id)) {
             return Some(slice.as_str());
         }
-        let i = self.by_uid.partition_point(|(first, _)| *first <= socket.uid);
+        let i = self
+            .by_uid
+            .partition_point(|(first, _)| *first <= socket.uid);
         let (first, slice) = self.by_uid.get(i.checked_sub(1)?)?;
         (socket.uid - first < nodemgr::ids::RANGE_SIZE).then_some(slice.as_str())
     }
@@ -213,10 +215,7 @@ impl ConnectionsHub {
     fn record(&self, connection: Connection) {
         let connection = Arc::new(connection);
         let mut rings = self.rings();
-        let ring = rings
-            .per_slice
-            .entry(connection.slice.clone())
-            .or_default();
+        let ring = rings.per_slice.entry(connection.slice.clone()).or_default();
         if ring.len() == self.keep {
             ring.pop_front();
         }
@@ -276,11 +275,8 @@ fn watch(hub: &ConnectionsHub, settings: &WatchSettings) {
     loop {
         // Slivers come and go far less often than connections: their ids
         // and groups are re-read every few passes.
-        if pass % 4 == 0 {
-            owners = Owners::read(
-                &settings.cgroup_root,
-                sliver_ranges(&settings.nodemgr),
-            );
+        if pass.is_multiple_of(4) {
+            owners = Owners::read(&settings.cgroup_root, sliver_ranges(&settings.nodemgr));
             hub.retain(&owners.slices());
         }
         pass += 1;
@@ -375,9 +371,17 @@ mod tests {
     fn owners_by_cgroup_first_then_uid_range() {
         let owners = Owners {
             by_cgroup: HashMap::from([(77, "pl_a".to_string())]),
-            by_uid: vec![(1 << 20, "pl_b".into()), ((1 << 20) + 65_536, "pl_c".into())],
+            by_uid: vec![
+                (1 << 20, "pl_b".into()),
+                ((1 << 20) + 65_536, "pl_c".into()),
+            ],
         };
-        let mut s = socket(Protocol::Tcp, SocketState::SynSent, "1.1.1.1:1", "2.2.2.2:2");
+        let mut s = socket(
+            Protocol::Tcp,
+            SocketState::SynSent,
+            "1.1.1.1:1",
+            "2.2.2.2:2",
+        );
         s.uid = (1 << 20) + 1000;
         s.cgroup_id = Some(77);
         assert_eq!(owners.owner(&s), Some("pl_a"));

@@ -118,19 +118,33 @@ impl Families {
         let one = |v: Value| vec![(none(), v)];
         match reading {
             Reading::LoadAvg(l) => {
-                self.gauge("plnode_load1", "Load average over 1 minute", one(Value::Float(l.one)));
-                self.gauge("plnode_load5", "Load average over 5 minutes", one(Value::Float(l.five)));
+                self.gauge(
+                    "plnode_load1",
+                    "Load average over 1 minute",
+                    one(Value::Float(l.one)),
+                );
+                self.gauge(
+                    "plnode_load5",
+                    "Load average over 5 minutes",
+                    one(Value::Float(l.five)),
+                );
                 self.gauge(
                     "plnode_load15",
                     "Load average over 15 minutes",
                     one(Value::Float(l.fifteen)),
                 );
-                self.gauge("plnode_tasks_runnable", "Tasks runnable now", one(Value::Int(l.runnable)));
+                self.gauge(
+                    "plnode_tasks_runnable",
+                    "Tasks runnable now",
+                    one(Value::Int(l.runnable)),
+                );
                 self.gauge("plnode_tasks", "Tasks that exist", one(Value::Int(l.tasks)));
             }
-            Reading::Uptime(u) => {
-                self.gauge("plnode_uptime_seconds", "Seconds since boot", one(Value::Float(u.up_secs)))
-            }
+            Reading::Uptime(u) => self.gauge(
+                "plnode_uptime_seconds",
+                "Seconds since boot",
+                one(Value::Float(u.up_secs)),
+            ),
             Reading::Meminfo(fields) => self.gauge(
                 "plnode_memory_bytes",
                 "/proc/meminfo fields counted in bytes, by field",
@@ -167,15 +181,31 @@ impl Families {
                         .map(|f| (labels(f), Value::Int(get(f))))
                         .collect::<Vec<_>>()
                 };
-                self.gauge("plnode_filesystem_size_bytes", "File system size", per(|f| f.size));
-                self.gauge("plnode_filesystem_used_bytes", "Bytes in use", per(|f| f.used));
+                self.gauge(
+                    "plnode_filesystem_size_bytes",
+                    "File system size",
+                    per(|f| f.size),
+                );
+                self.gauge(
+                    "plnode_filesystem_used_bytes",
+                    "Bytes in use",
+                    per(|f| f.used),
+                );
                 self.gauge(
                     "plnode_filesystem_avail_bytes",
                     "Bytes available to users",
                     per(|f| f.avail),
                 );
-                self.gauge("plnode_filesystem_files", "Inodes in total", per(|f| f.inodes));
-                self.gauge("plnode_filesystem_files_used", "Inodes in use", per(|f| f.inodes_used));
+                self.gauge(
+                    "plnode_filesystem_files",
+                    "Inodes in total",
+                    per(|f| f.inodes),
+                );
+                self.gauge(
+                    "plnode_filesystem_files_used",
+                    "Inodes in use",
+                    per(|f| f.inodes_used),
+                );
             }
             Reading::Net(devs) => {
                 let per = |get: fn(&crate::procfs::NetDevice) -> u64| {
@@ -183,25 +213,41 @@ impl Families {
                         .map(|d| (vec![("interface", d.name.clone())], Value::Int(get(d))))
                         .collect::<Vec<_>>()
                 };
-                self.counter("plnode_network_receive_bytes", "Bytes received", per(|d| d.rx_bytes));
+                self.counter(
+                    "plnode_network_receive_bytes",
+                    "Bytes received",
+                    per(|d| d.rx_bytes),
+                );
                 self.counter(
                     "plnode_network_receive_packets",
                     "Packets received",
                     per(|d| d.rx_packets),
                 );
-                self.counter("plnode_network_receive_errors", "Receive errors", per(|d| d.rx_errors));
+                self.counter(
+                    "plnode_network_receive_errors",
+                    "Receive errors",
+                    per(|d| d.rx_errors),
+                );
                 self.counter(
                     "plnode_network_receive_drop",
                     "Received packets dropped",
                     per(|d| d.rx_dropped),
                 );
-                self.counter("plnode_network_transmit_bytes", "Bytes sent", per(|d| d.tx_bytes));
+                self.counter(
+                    "plnode_network_transmit_bytes",
+                    "Bytes sent",
+                    per(|d| d.tx_bytes),
+                );
                 self.counter(
                     "plnode_network_transmit_packets",
                     "Packets sent",
                     per(|d| d.tx_packets),
                 );
-                self.counter("plnode_network_transmit_errors", "Send errors", per(|d| d.tx_errors));
+                self.counter(
+                    "plnode_network_transmit_errors",
+                    "Send errors",
+                    per(|d| d.tx_errors),
+                );
                 self.counter(
                     "plnode_network_transmit_drop",
                     "Packets dropped on sending",
@@ -213,7 +259,10 @@ impl Families {
                 "The node's identity and versions (always 1)",
                 vec![(
                     vec![
-                        ("node_id", n.node_id.map(|i| i.to_string()).unwrap_or_default()),
+                        (
+                            "node_id",
+                            n.node_id.map(|i| i.to_string()).unwrap_or_default(),
+                        ),
                         ("hostname", n.hostname.clone()),
                         ("os_version", n.os_version.clone()),
                         ("cd_version", n.cd_version.clone()),
@@ -225,7 +274,8 @@ impl Families {
                 )],
             ),
             Reading::Slivers(slivers) => {
-                let slice = |s: &crate::sources::SliverFigures| vec![("slice", s.slice.to_string())];
+                let slice =
+                    |s: &crate::sources::SliverFigures| vec![("slice", s.slice.to_string())];
                 let per = |get: &dyn Fn(&crate::sources::SliverFigures) -> Option<Value>| {
                     slivers
                         .iter()

@@ -375,7 +375,10 @@ mod tests {
         assert_eq!((l.runnable, l.tasks), (2, 345));
         assert!(loadavg("0.15 0.20").is_err());
         assert!(loadavg("0.15 0.20 x 1/2").is_err());
-        assert!(loadavg("0.1 0.2 0.3 12").unwrap_err().to_string().contains("runnable/total"));
+        assert!(loadavg("0.1 0.2 0.3 12")
+            .unwrap_err()
+            .to_string()
+            .contains("runnable/total"));
         let u = uptime("350735.47 234388.90\n").unwrap();
         assert_eq!((u.up_secs, u.idle_secs), (350735.47, 234388.90));
         assert_eq!(
@@ -392,7 +395,9 @@ mod tests {
         assert_eq!((m[0].value, m[0].unit), (16384 * 1024, MemUnit::Bytes));
         assert_eq!((m[1].value, m[1].unit), (0, MemUnit::Count));
         assert_eq!(
-            meminfo("MemTotal: 1 kB\nBad line\n").unwrap_err().to_string(),
+            meminfo("MemTotal: 1 kB\nBad line\n")
+                .unwrap_err()
+                .to_string(),
             "/proc/meminfo:2: no `name:` at the start"
         );
         assert!(meminfo("X: 1 MB").is_err());
@@ -421,8 +426,14 @@ mod tests {
         let d = net_dev(text).unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d[1].name, "eth0");
-        assert_eq!((d[1].rx_bytes, d[1].rx_errors, d[1].rx_dropped), (5000, 1, 2));
-        assert_eq!((d[1].tx_bytes, d[1].tx_packets, d[1].tx_dropped), (6000, 50, 4));
+        assert_eq!(
+            (d[1].rx_bytes, d[1].rx_errors, d[1].rx_dropped),
+            (5000, 1, 2)
+        );
+        assert_eq!(
+            (d[1].tx_bytes, d[1].tx_packets, d[1].tx_dropped),
+            (6000, 50, 4)
+        );
         assert!(net_dev("h\nh\neth0: 1 2 3\n").is_err());
     }
 
@@ -432,7 +443,10 @@ mod tests {
                     37 35 0:5 / /run rw - tmpfs tmpfs rw,size=10k\n";
         let m = mountinfo(text).unwrap();
         assert_eq!(m[0].point, "/mnt disk");
-        assert_eq!((m[0].fstype.as_str(), m[0].source.as_str()), ("ext4", "/dev/vda1"));
+        assert_eq!(
+            (m[0].fstype.as_str(), m[0].source.as_str()),
+            ("ext4", "/dev/vda1")
+        );
         assert_eq!(m[1].point, "/run");
         assert!(mountinfo("1 2 3 4 5 6\n").is_err());
         assert!(mountinfo("1 2 - ext4 x\n").is_err());

@@ -109,11 +109,7 @@ async fn index() -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let format = Format::from_accept(
-        headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     // Every source at once: a slow one costs its deadline, not the sum.
     let readings = futures_util::future::join_all(Source::ALL.into_iter().map(|s| {
         let app = app.clone();
@@ -397,10 +393,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: impl Future<Outpu
             }
         };
         let refusal = if !app.limits.allows(peer.ip()) {
-            Some((
-                "403 Forbidden",
-                "the sensors answer only local clients",
-            ))
+            Some(("403 Forbidden", "the sensors answer only local clients"))
         } else {
             None
         };
@@ -457,7 +450,13 @@ mod tests {
             write_timeout: Duration::from_secs(1),
             allow: vec!["10.1.0.0/16".parse().unwrap()],
         };
-        for ok in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1", "10.1.2.3"] {
+        for ok in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+            "10.1.2.3",
+        ] {
             assert!(limits.allows(ok.parse().unwrap()), "{ok}");
         }
         for no in ["10.2.0.1", "192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1"] {

@@ -12,8 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::constants::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT,
@@ -273,12 +272,7 @@ impl DiagSocket {
         let mut out = Vec::new();
         for family in [AF_INET, AF_INET6] {
             self.sequence = self.sequence.wrapping_add(1);
-            let request = request(
-                family,
-                protocol,
-                states.clone(),
-                self.sequence,
-            );
+            let request = request(family, protocol, states.clone(), self.sequence);
             self.socket
                 .send(&request, 0)
                 .map_err(|source| DiagError::Io {
@@ -328,10 +322,16 @@ mod tests {
         let u16_at = |i: usize| u16::from_ne_bytes([bytes[i], bytes[i + 1]]);
         let u32_at = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
         assert_eq!(u32_at(0) as usize, bytes.len());
-        assert_eq!(u16_at(4), netlink_packet_sock_diag::constants::SOCK_DIAG_BY_FAMILY);
+        assert_eq!(
+            u16_at(4),
+            netlink_packet_sock_diag::constants::SOCK_DIAG_BY_FAMILY
+        );
         assert_eq!(u16_at(6), NLM_F_REQUEST | NLM_F_DUMP);
         assert_eq!(u32_at(8), 7);
-        assert_eq!((bytes[16], bytes[17], bytes[18]), (AF_INET6, IPPROTO_UDP, 0));
+        assert_eq!(
+            (bytes[16], bytes[17], bytes[18]),
+            (AF_INET6, IPPROTO_UDP, 0)
+        );
         assert_eq!(u32_at(20), 1 << TCP_ESTABLISHED);
     }
 }

@@ -357,10 +357,7 @@ impl Sources {
                 .map(|s| s.slice)
                 .collect(),
             // Only the slivers asked for: work in proportion to the answer.
-            Rows::Keys(keys) => keys
-                .iter()
-                .filter_map(|k| SliceName::new(k).ok())
-                .collect(),
+            Rows::Keys(keys) => keys.iter().filter_map(|k| SliceName::new(k).ok()).collect(),
         };
         let mut out = Vec::with_capacity(slices.len());
         for slice in slices {

@@ -171,7 +171,10 @@ impl Selection {
 
     /// Whether a row is wanted (by its key, the first value).
     pub fn wants_row(&self, row: &[String]) -> bool {
-        self.keys.is_empty() || row.first().is_some_and(|k| self.keys.iter().any(|w| w == k))
+        self.keys.is_empty()
+            || row
+                .first()
+                .is_some_and(|k| self.keys.iter().any(|w| w == k))
     }
 
     /// The first key that `table` has no row for.

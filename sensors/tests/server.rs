@@ -40,12 +40,21 @@ fn the_index_lists_every_sensor_with_its_columns() {
         ("load5", "snapshot", "load5"),
         ("uptime", "snapshot", "uptime_secs idle_secs"),
         ("events", "streaming", "kind time subject detail"),
-        ("connections", "streaming", "slice time protocol source destination uid"),
+        (
+            "connections",
+            "streaming",
+            "slice time protocol source destination uid",
+        ),
     ] {
-        let row = rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name}"));
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name}"));
         assert_eq!((row[1].as_str(), row[2].as_str()), (kind, columns));
     }
-    for name in ["meminfo", "cpu", "disk", "net", "node", "slivers", "metrics"] {
+    for name in [
+        "meminfo", "cpu", "disk", "net", "node", "slivers", "metrics",
+    ] {
         assert!(rows.iter().any(|r| r[0] == name), "{name}");
     }
 }
@@ -54,18 +63,41 @@ fn the_index_lists_every_sensor_with_its_columns() {
 fn load_and_uptime_match_proc() {
     let (_dir, s) = server();
     for (path, field) in [("/load", 0), ("/load5", 1)] {
-        let before: f64 = proc("loadavg").split_whitespace().nth(field).unwrap().parse().unwrap();
+        let before: f64 = proc("loadavg")
+            .split_whitespace()
+            .nth(field)
+            .unwrap()
+            .parse()
+            .unwrap();
         let r = get(s.addr, path);
-        let after: f64 = proc("loadavg").split_whitespace().nth(field).unwrap().parse().unwrap();
+        let after: f64 = proc("loadavg")
+            .split_whitespace()
+            .nth(field)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(r.status, 200);
         let rows = r.rows();
         assert_eq!(rows.len(), 2, "{}", r.body);
         let value: f64 = rows[1][0].parse().unwrap();
-        assert!(value == before || value == after, "{value} not {before} or {after}");
+        assert!(
+            value == before || value == after,
+            "{value} not {before} or {after}"
+        );
     }
-    let before: f64 = proc("uptime").split_whitespace().next().unwrap().parse().unwrap();
+    let before: f64 = proc("uptime")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let r = get(s.addr, "/uptime");
-    let after: f64 = proc("uptime").split_whitespace().next().unwrap().parse().unwrap();
+    let after: f64 = proc("uptime")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(r.rows()[0], ["uptime_secs", "idle_secs"]);
     let up: f64 = r.rows()[1][0].parse().unwrap();
     assert!(before <= up && up <= after, "{before} <= {up} <= {after}");
@@ -88,10 +120,22 @@ fn meminfo_rows_are_the_kernels_fields_in_bytes() {
     let rows = r.rows();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], ["field", "value", "unit"]);
-    assert_eq!(rows[1], ["MemTotal".to_string(), (kib * 1024).to_string(), "bytes".into()]);
+    assert_eq!(
+        rows[1],
+        [
+            "MemTotal".to_string(),
+            (kib * 1024).to_string(),
+            "bytes".into()
+        ]
+    );
     // Every field of the kernel's file is a row.
     let all = get(s.addr, "/meminfo/field");
-    let names: Vec<String> = all.rows().into_iter().skip(1).map(|r| r[0].clone()).collect();
+    let names: Vec<String> = all
+        .rows()
+        .into_iter()
+        .skip(1)
+        .map(|r| r[0].clone())
+        .collect();
     let kernel: Vec<String> = proc("meminfo")
         .lines()
         .map(|l| l.split(':').next().unwrap().to_string())
@@ -100,12 +144,21 @@ fn meminfo_rows_are_the_kernels_fields_in_bytes() {
 }
 
 fn cpu_seconds(stat: &str, cpu: &str, mode: usize) -> f64 {
-    let label = if cpu == "all" { "cpu".to_string() } else { format!("cpu{cpu}") };
+    let label = if cpu == "all" {
+        "cpu".to_string()
+    } else {
+        format!("cpu{cpu}")
+    };
     let line = stat
         .lines()
         .find(|l| l.split_whitespace().next() == Some(label.as_str()))
         .unwrap();
-    let ticks: f64 = line.split_whitespace().nth(1 + mode).unwrap().parse().unwrap();
+    let ticks: f64 = line
+        .split_whitespace()
+        .nth(1 + mode)
+        .unwrap()
+        .parse()
+        .unwrap();
     ticks / 100.0
 }
 
@@ -123,8 +176,15 @@ fn cpu_rows_lie_between_two_reads_of_proc_stat() {
     for row in &rows[1..] {
         for mode in 0..4 {
             let v: f64 = row[1 + mode].parse().unwrap();
-            let (lo, hi) = (cpu_seconds(&before, &row[0], mode), cpu_seconds(&after, &row[0], mode));
-            assert!(lo - 1e-9 <= v && v <= hi + 1e-9, "cpu {} mode {mode}: {lo} <= {v} <= {hi}", row[0]);
+            let (lo, hi) = (
+                cpu_seconds(&before, &row[0], mode),
+                cpu_seconds(&after, &row[0], mode),
+            );
+            assert!(
+                lo - 1e-9 <= v && v <= hi + 1e-9,
+                "cpu {} mode {mode}: {lo} <= {v} <= {hi}",
+                row[0]
+            );
         }
     }
     // A column and a row selected: one value.
@@ -137,7 +197,10 @@ fn cpu_rows_lie_between_two_reads_of_proc_stat() {
 fn net_rows_lie_between_two_reads_of_proc_net_dev() {
     let (_dir, s) = server();
     let counters = |text: &str| -> Vec<u64> {
-        let line = text.lines().find(|l| l.trim_start().starts_with("lo:")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("lo:"))
+            .unwrap();
         line.split_once(':')
             .unwrap()
             .1
@@ -195,15 +258,30 @@ fn disk_rows_match_statvfs_of_a_file_system_the_test_fills() {
     let rows = r.rows();
     assert_eq!(
         rows[0],
-        ["mount", "device", "fstype", "size_bytes", "used_bytes", "avail_bytes", "inodes", "inodes_used"]
+        [
+            "mount",
+            "device",
+            "fstype",
+            "size_bytes",
+            "used_bytes",
+            "avail_bytes",
+            "inodes",
+            "inodes_used"
+        ]
     );
     let row = &rows[1];
     assert_eq!(row[0], mnt.display().to_string());
-    assert_eq!((row[1].as_str(), row[2].as_str()), ("sensors-test", "tmpfs"));
+    assert_eq!(
+        (row[1].as_str(), row[2].as_str()),
+        ("sensors-test", "tmpfs")
+    );
     let frsize = st.fragment_size() as u64;
     assert_eq!(row[3], (st.blocks() as u64 * frsize).to_string());
     assert_eq!(row[3], (8u64 << 20).to_string());
-    assert_eq!(row[4], ((st.blocks() - st.blocks_free()) as u64 * frsize).to_string());
+    assert_eq!(
+        row[4],
+        ((st.blocks() - st.blocks_free()) as u64 * frsize).to_string()
+    );
     assert_eq!(row[4], (1u64 << 20).to_string());
     assert_eq!(row[6], "1000");
     assert_eq!(row[7], (st.files() - st.files_free()).to_string());
@@ -216,7 +294,8 @@ fn node_row_comes_from_the_node_config_the_hand_over_note_and_check_ins() {
     fs::write(
         &settings.node_config,
         fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/node-dhcp.toml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../config/examples/node-dhcp.toml"),
         )
         .unwrap(),
     )
@@ -240,18 +319,26 @@ fn node_row_comes_from_the_node_config_the_hand_over_note_and_check_ins() {
     assert_eq!(rows.len(), 2);
     assert_eq!(
         rows[0],
-        ["node_id", "hostname", "os_version", "cd_version", "boot_state", "deployment", "kernel"]
+        [
+            "node_id",
+            "hostname",
+            "os_version",
+            "cd_version",
+            "boot_state",
+            "deployment",
+            "kernel"
+        ]
     );
     assert_eq!(
         rows[1],
         [
-                expected.node_id.to_string(),
-                expected.fqdn(),
-                "2026.11.1".into(),
-                "2026.11".into(),
-                "boot".into(),
-                "2026.11.1-0badcafe".into(),
-                "6.1.0-56-amd64".into()
+            expected.node_id.to_string(),
+            expected.fqdn(),
+            "2026.11.1".into(),
+            "2026.11".into(),
+            "boot".into(),
+            "2026.11.1-0badcafe".into(),
+            "6.1.0-56-amd64".into()
         ]
     );
     // The boot server names another state at a check-in: the row follows.
@@ -264,14 +351,22 @@ fn node_row_comes_from_the_node_config_the_hand_over_note_and_check_ins() {
         if r.rows()[1][0] == "debug" {
             break;
         }
-        assert!(Instant::now() < deadline, "boot state never followed: {}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "boot state never followed: {}",
+            r.body
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A corrupt note is an error that names it.
     fs::write(dir.path().join("handover.json"), "{").unwrap();
     let r = get(s.addr, "/node");
     assert_eq!(r.status, 503);
-    assert!(r.body.contains("handover.json: not a hand-over note"), "{}", r.body);
+    assert!(
+        r.body.contains("handover.json: not a hand-over note"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
@@ -290,7 +385,12 @@ fn head_gives_the_headers_only() {
 #[test]
 fn other_methods_get_405_with_allow() {
     let (_dir, s) = server();
-    for (method, path) in [("POST", "/load"), ("PUT", "/slivers"), ("DELETE", "/"), ("POST", "/metrics")] {
+    for (method, path) in [
+        ("POST", "/load"),
+        ("PUT", "/slivers"),
+        ("DELETE", "/"),
+        ("POST", "/metrics"),
+    ] {
         let r = request(s.addr, method, path);
         assert_eq!(r.status, 405, "{method} {path}: {r:?}");
         let allow = r.header("allow").unwrap_or_default();
@@ -303,7 +403,12 @@ fn other_methods_get_405_with_allow() {
 #[test]
 fn a_malformed_request_line_gets_400() {
     let (_dir, s) = server();
-    for line in ["GARBAGE\r\n\r\n", "GET /load HTTP/9.9\r\n\r\n", "GET\r\n\r\n", "GET /lo ad HTTP/1.1\r\n\r\n"] {
+    for line in [
+        "GARBAGE\r\n\r\n",
+        "GET /load HTTP/9.9\r\n\r\n",
+        "GET\r\n\r\n",
+        "GET /lo ad HTTP/1.1\r\n\r\n",
+    ] {
         let r = raw(s.addr, line);
         assert_eq!(r.status, 400, "{line:?}: {r:?}");
     }
@@ -312,7 +417,13 @@ fn a_malformed_request_line_gets_400() {
 #[test]
 fn unknown_sensors_rows_and_kinds_get_404() {
     let (_dir, s) = server();
-    for path in ["/nothing", "/meminfo/NoSuchField", "/cpu/999", "/events/reboot", "/connections/Bad-Name"] {
+    for path in [
+        "/nothing",
+        "/meminfo/NoSuchField",
+        "/cpu/999",
+        "/events/reboot",
+        "/connections/Bad-Name",
+    ] {
         let r = get(s.addr, path);
         assert_eq!(r.status, 404, "{path}: {r:?}");
     }
@@ -380,12 +491,10 @@ fn a_client_that_never_reads_is_dropped_and_stalls_nobody() {
     socket.connect(&s.addr.into()).unwrap();
     let mut c: std::net::TcpStream = socket.into();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    c.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     // Feed the stream until the server's buffers are full.
-    let journal = floor::journal::Journal::new(
-        dir.path().join("run/events.jsonl"),
-        64 << 20,
-    );
+    let journal = floor::journal::Journal::new(dir.path().join("run/events.jsonl"), 64 << 20);
     let detail = "x".repeat(900);
     for i in 0..12_000 {
         journal
@@ -407,7 +516,10 @@ fn a_client_that_never_reads_is_dropped_and_stalls_nobody() {
             Err(e) => panic!("the stalled connection was not closed: {e} after {total} bytes"),
         }
     }
-    assert!(total < 12_000 * 900, "the server never stalled ({total} bytes)");
+    assert!(
+        total < 12_000 * 900,
+        "the server never stalled ({total} bytes)"
+    );
     eprintln!("stalled reader dropped after {total} bytes");
 }
 
@@ -472,14 +584,26 @@ fn a_source_that_hangs_blocks_no_other_sensor() {
     }
     let hung = hung.join().unwrap();
     assert_eq!(hung.status, 503, "{hung:?}");
-    assert!(hung.body.contains("loadavg did not answer within 500ms"), "{}", hung.body);
+    assert!(
+        hung.body.contains("loadavg did not answer within 500ms"),
+        "{}",
+        hung.body
+    );
     // Another request joins the read in flight instead of starting one more.
     assert_eq!(get(server.addr, "/load").status, 503);
     // Metrics say which source is down and carry the others.
     let m = get(server.addr, "/metrics");
     assert_eq!(m.status, 200);
-    assert!(m.body.contains("plnode_sensor_up{source=\"loadavg\"} 0"), "{}", m.body);
-    assert!(m.body.contains("plnode_sensor_up{source=\"uptime\"} 1"), "{}", m.body);
+    assert!(
+        m.body.contains("plnode_sensor_up{source=\"loadavg\"} 0"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains("plnode_sensor_up{source=\"uptime\"} 1"),
+        "{}",
+        m.body
+    );
     // Release the blocked reader.
     let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     w.write_all(b"0.50 0.40 0.30 1/100 4242\n").unwrap();
@@ -515,15 +639,26 @@ fn events_stream_as_they_are_appended() {
     for (kind, subject, detail) in [
         (EventKind::Checkin, "boot", "run_level=boot"),
         (EventKind::Sliver, "princeton_codeen", "started"),
-        (EventKind::Update, "marked_good", "os_version=2 deployment=2-abc: ok, healthy"),
+        (
+            EventKind::Update,
+            "marked_good",
+            "os_version=2 deployment=2-abc: ok, healthy",
+        ),
     ] {
         let event = NodeEvent::now(kind, subject, detail);
         let at = Instant::now();
         journal.append(&event.to_line()).unwrap();
         let line = all.line().unwrap();
         latencies.push(at.elapsed());
-        let detail_csv = if detail.contains(',') { format!("\"{detail}\"") } else { detail.to_string() };
-        assert_eq!(line, format!("{kind},{},{subject},{detail_csv}", event.time));
+        let detail_csv = if detail.contains(',') {
+            format!("\"{detail}\"")
+        } else {
+            detail.to_string()
+        };
+        assert_eq!(
+            line,
+            format!("{kind},{},{subject},{detail_csv}", event.time)
+        );
     }
     assert_eq!(slivers.line().unwrap(), "princeton_codeen,started");
     eprintln!("event latencies: {latencies:?}");
@@ -541,12 +676,17 @@ fn events_stream_as_they_are_appended() {
 fn streams_are_chunked_over_http_1_1() {
     let (_dir, s) = server();
     let mut c = common::connect(s.addr);
-    c.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 1024];
     let n = c.read(&mut buf).unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
 }
 
 fn promtool_check(text: &str) -> Option<String> {
@@ -560,7 +700,12 @@ fn promtool_check(text: &str) -> Option<String> {
         Ok(c) => c,
         Err(_) => return None,
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     Some(format!(
         "{}{}{}",
@@ -575,7 +720,10 @@ fn metrics_pass_promtool_and_match_the_tables() {
     let (_dir, s) = server();
     let m = get(s.addr, "/metrics");
     assert_eq!(m.status, 200);
-    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let total_kib: u64 = proc("meminfo")
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -586,20 +734,32 @@ fn metrics_pass_promtool_and_match_the_tables() {
         .parse()
         .unwrap();
     assert!(
-        m.body.contains(&format!("plnode_memory_bytes{{field=\"MemTotal\"}} {}\n", total_kib * 1024)),
+        m.body.contains(&format!(
+            "plnode_memory_bytes{{field=\"MemTotal\"}} {}\n",
+            total_kib * 1024
+        )),
         "{}",
         m.body
     );
-    assert!(m.body.contains("plnode_network_receive_bytes_total{interface=\"lo\"}"));
+    assert!(m
+        .body
+        .contains("plnode_network_receive_bytes_total{interface=\"lo\"}"));
     assert!(m.body.contains("# TYPE plnode_cpu_seconds_total counter"));
     let open = raw(
         s.addr,
         "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
     );
-    assert!(open.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(open
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     assert!(open.body.ends_with("# EOF\n"), "{}", open.body);
     match promtool_check(&m.body) {
         None => eprintln!("SKIP (promtool): not installed (apt-get install prometheus)"),
-        Some(report) => assert!(!report.starts_with("FAILED"), "promtool: {report}\n{}", m.body),
+        Some(report) => assert!(
+            !report.starts_with("FAILED"),
+            "promtool: {report}\n{}",
+            m.body
+        ),
     }
 }

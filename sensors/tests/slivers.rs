@@ -86,8 +86,16 @@ fn sliver_rows_match_nodemgr_and_the_cgroup_files() {
     let dir = tempfile::tempdir().unwrap();
     let slivers = Slivers::new(dir.path());
     let mut sleeper = two_slivers(&slivers);
-    // PID 1, the enter helper's shell exec'd into sleep.
-    wait_for("the sleeper inside pl_alpha", || procs(&slivers, "pl_alpha") >= 2);
+    // PID 1, and what `nodemgr enter` starts for the sleeper: wait until
+    // the count holds still.
+    let mut last = 0;
+    wait_for("the sleeper inside pl_alpha", || {
+        let now = procs(&slivers, "pl_alpha");
+        let settled = now >= 2 && now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+        settled
+    });
     let mut s = settings(dir.path());
     s.nodemgr = slivers.settings.clone();
     let server = Server::start(s);
@@ -101,17 +109,26 @@ fn sliver_rows_match_nodemgr_and_the_cgroup_files() {
     assert_eq!(
         rows[0],
         [
-            "name", "state", "cpu_share", "cpu_secs", "memory_used_bytes", "memory_limit_bytes",
-            "processes", "disk_used_bytes", "disk_quota_bytes", "lease_end"
+            "name",
+            "state",
+            "cpu_share",
+            "cpu_secs",
+            "memory_used_bytes",
+            "memory_limit_bytes",
+            "processes",
+            "disk_used_bytes",
+            "disk_quota_bytes",
+            "lease_end"
         ]
     );
     assert_eq!(rows.len(), 3, "{}", r.body);
     let (alpha, beta) = (&rows[1], &rows[2]);
 
     // pl_alpha: what nodemgr keeps, and what its cgroup says.
-    let state = nodemgr::state::SliverState::load(&slivers.settings.sliver_states(), &name("pl_alpha"))
-        .unwrap()
-        .unwrap();
+    let state =
+        nodemgr::state::SliverState::load(&slivers.settings.sliver_states(), &name("pl_alpha"))
+            .unwrap()
+            .unwrap();
     assert_eq!(alpha[0], "pl_alpha");
     assert_eq!(alpha[1], "running");
     assert_eq!(alpha[2], state.rspec.cpu_share.to_string());
@@ -122,21 +139,31 @@ fn sliver_rows_match_nodemgr_and_the_cgroup_files() {
     );
     assert_eq!(
         alpha[4],
-        cgroup_file(&slivers, "pl_alpha", "memory.current").map_or(String::new(), |v| v.trim().to_string())
+        cgroup_file(&slivers, "pl_alpha", "memory.current")
+            .map_or(String::new(), |v| v.trim().to_string())
     );
     let limit = cgroup_file(&slivers, "pl_alpha", "memory.max")
         .map_or((128u64 << 20).to_string(), |v| v.trim().to_string());
     assert_eq!(alpha[5], limit);
-    assert_eq!(alpha[6], procs_before.to_string());
-    assert_eq!(procs(&slivers, "pl_alpha"), procs_before);
-    let dirs = nodemgr::storage::SliverDirs::new(slivers.settings.slivers_fs.root(), &name("pl_alpha"));
+    let procs_after = procs(&slivers, "pl_alpha");
+    assert!(
+        [procs_before, procs_after].contains(&alpha[6].parse().unwrap()),
+        "{} processes, not {procs_before} or {procs_after}",
+        alpha[6]
+    );
+    let dirs =
+        nodemgr::storage::SliverDirs::new(slivers.settings.slivers_fs.root(), &name("pl_alpha"));
     assert_eq!(alpha[7], dirs.usage(&state.ids).to_string());
     assert_eq!(alpha[8], (64u64 << 20).to_string());
     assert_eq!(alpha[9], "2027-03-01T00:00:00Z");
 
     // pl_beta: stopped, nothing running, the node's defaults.
     assert_eq!(beta[..3], ["pl_beta", "stopped", "1"]);
-    assert_eq!(beta[3], "", "no cgroup, no CPU time");
+    // Never started: its CPU time is its cgroup's, if it has one yet.
+    match cpu_usec(&slivers, "pl_beta") {
+        Some(usec) => assert_eq!(beta[3].parse::<f64>().unwrap(), usec as f64 / 1e6),
+        None => assert_eq!(beta[3], ""),
+    }
     assert_eq!(beta[5], (512u64 << 20).to_string());
     assert_eq!(beta[6], "0");
     assert_eq!(beta[8], (1u64 << 30).to_string());
@@ -144,26 +171,48 @@ fn sliver_rows_match_nodemgr_and_the_cgroup_files() {
 
     // The paper's forms: one sliver, some columns.
     let one = get(server.addr, "/slivers/pl_beta/name/state");
-    assert_eq!(one.rows(), [vec!["name", "state"], vec!["pl_beta", "stopped"]]);
+    assert_eq!(
+        one.rows(),
+        [vec!["name", "state"], vec!["pl_beta", "stopped"]]
+    );
     assert_eq!(get(server.addr, "/slivers/pl_gamma").status, 404);
 
     // A sliver reads the sensors over the node's loopback and sees both.
     let mut reader = slivers.spawn_in(
         "pl_alpha",
-        &format!("wget -qO- http://127.0.0.1:{}/slivers/name", server.addr.port()),
+        &format!(
+            "wget -qO- http://127.0.0.1:{}/slivers/name",
+            server.addr.port()
+        ),
     );
     let status = reader.wait().unwrap();
     let mut out = String::new();
-    reader.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    reader
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(status.success(), "{status}: {out}");
     assert_eq!(out, "name\npl_alpha\npl_beta\n");
 
     // The same figures as series labelled by slice.
     let m = get(server.addr, "/metrics");
-    assert!(m.body.contains("plnode_sliver_cpu_share{slice=\"pl_alpha\"} 3\n"), "{}", m.body);
-    assert!(m.body.contains("plnode_sliver_running{slice=\"pl_beta\"} 0\n"), "{}", m.body);
     assert!(
-        m.body.contains("plnode_sliver_lease_end_timestamp_seconds{slice=\"pl_alpha\"} 1803859200"),
+        m.body
+            .contains("plnode_sliver_cpu_share{slice=\"pl_alpha\"} 3\n"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("plnode_sliver_running{slice=\"pl_beta\"} 0\n"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("plnode_sliver_lease_end_timestamp_seconds{slice=\"pl_alpha\"} 1803859200"),
         "{}",
         m.body
     );
@@ -182,9 +231,10 @@ fn outgoing_connections_of_a_sliver_are_streamed_under_its_slice() {
     let dir = tempfile::tempdir().unwrap();
     let slivers = Slivers::new(dir.path());
     let mut sleeper = two_slivers(&slivers);
-    let state = nodemgr::state::SliverState::load(&slivers.settings.sliver_states(), &name("pl_alpha"))
-        .unwrap()
-        .unwrap();
+    let state =
+        nodemgr::state::SliverState::load(&slivers.settings.sliver_states(), &name("pl_alpha"))
+            .unwrap()
+            .unwrap();
     let mut s = settings(dir.path());
     s.nodemgr = slivers.settings.clone();
     let server = Server::start(s);
@@ -206,7 +256,10 @@ fn outgoing_connections_of_a_sliver_are_streamed_under_its_slice() {
     let made = Instant::now();
     let held = held.join().unwrap();
     let line = stream.line().unwrap();
-    eprintln!("connection streamed {:?} after the peer accepted it", made.elapsed());
+    eprintln!(
+        "connection streamed {:?} after the peer accepted it",
+        made.elapsed()
+    );
     let fields: Vec<&str> = line.split(',').collect();
     assert_eq!(fields[0], "pl_alpha", "{line}");
     assert_eq!(fields[2], "tcp");
@@ -218,7 +271,10 @@ fn outgoing_connections_of_a_sliver_are_streamed_under_its_slice() {
     // A later subscriber gets the recent ones first; the test's own
     // connections (not a sliver's) are nobody's.
     let mut later = Stream::open(server.addr, "/connections");
-    assert_eq!(later.line().unwrap(), "slice,time,protocol,source,destination,uid");
+    assert_eq!(
+        later.line().unwrap(),
+        "slice,time,protocol,source,destination,uid"
+    );
     assert_eq!(later.line().unwrap(), line);
 
     let _ = nc.kill();

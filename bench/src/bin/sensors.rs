@@ -90,7 +90,8 @@ fn main() -> Result<()> {
     }
     let ratio = results[1].rate / results[3].rate;
     let uncached_ratio = results[2].rate / results[3].rate;
-    let cpu_ratio = results[3].cpu_per_request.as_secs_f64() / results[1].cpu_per_request.as_secs_f64();
+    let cpu_ratio =
+        results[3].cpu_per_request.as_secs_f64() / results[1].cpu_per_request.as_secs_f64();
     println!("sensors /metrics / node_exporter /metrics: {ratio:.1}× the rate (target ≥ 2×), {cpu_ratio:.1}× less CPU per scrape");
     println!("without reuse of readings: {uncached_ratio:.1}× the rate");
     println!(
@@ -150,7 +151,12 @@ impl Server {
     fn sensors(cache_ms: u64) -> Result<Server> {
         let addr = free_port()?;
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve", &addr.to_string(), "--cache-ms", &cache_ms.to_string()])
+            .args([
+                "--serve",
+                &addr.to_string(),
+                "--cache-ms",
+                &cache_ms.to_string(),
+            ])
             .stdin(Stdio::null())
             .spawn()
             .context("starting the sensors")?;

@@ -306,11 +306,15 @@ pub fn nodemgr_binary() -> &'static Path {
 /// tests use, and an /etc skeleton.
 pub fn reference_root(dir: &Path) -> PathBuf {
     let root = dir.join("ref");
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "home", "root", "usr/bin"] {
+    for d in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "home", "root", "usr/bin",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "nc", "sleep", "cat", "ps", "id", "wget", "echo", "true"] {
+    for applet in [
+        "sh", "nc", "sleep", "cat", "ps", "id", "wget", "echo", "true",
+    ] {
         symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
