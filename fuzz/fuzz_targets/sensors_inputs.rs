@@ -16,9 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     match which % 10 {
         0 => {
-            if let Ok(l) = procfs::loadavg(&text) {
-                assert!(l.runnable <= u64::MAX);
-            }
+            let _ = procfs::loadavg(&text);
         }
         1 => {
             let _ = procfs::uptime(&text);
