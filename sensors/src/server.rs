@@ -262,6 +262,7 @@ fn streaming(app: &App, sensor: Sensor, selection: Selection) -> Response {
 }
 
 /// A stream whose writes fail once they have made no progress for a while.
+#[derive(Debug)]
 pub struct Deadline<S> {
     inner: S,
     timeout: Duration,
