@@ -207,6 +207,11 @@ impl ConnectionsHub {
         }
     }
 
+    /// Clients following the stream now.
+    pub fn followers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
     /// Why the last dump failed, if it did.
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()

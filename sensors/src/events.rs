@@ -30,6 +30,11 @@ impl EventsHub {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<NodeEvent>> {
         self.sender.subscribe()
     }
+
+    /// Clients following the stream now.
+    pub fn followers(&self) -> usize {
+        self.sender.receiver_count()
+    }
 }
 
 /// Its row in the `events` sensor (key first).

@@ -331,6 +331,19 @@ impl Families {
         }
     }
 
+    /// Adds how many clients follow each streaming sensor.
+    pub fn with_followers(mut self, followers: &[(&'static str, usize)]) -> Families {
+        self.gauge(
+            "plnode_sensor_followers",
+            "Clients following a streaming sensor now",
+            followers
+                .iter()
+                .map(|(sensor, n)| (vec![("sensor", sensor.to_string())], Value::Int(*n as u64)))
+                .collect(),
+        );
+        self
+    }
+
     /// The series as text in `format`.
     pub fn encode(self, format: Format) -> String {
         let mut registry = Registry::default();

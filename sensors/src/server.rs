@@ -116,7 +116,12 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         async move { (s, app.cache.get(s).await) }
     }))
     .await;
-    let body = Families::from_readings(&readings).encode(format);
+    let body = Families::from_readings(&readings)
+        .with_followers(&[
+            ("events", app.events.followers()),
+            ("connections", app.connections.followers()),
+        ])
+        .encode(format);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 

@@ -763,3 +763,37 @@ fn metrics_pass_promtool_and_match_the_tables() {
         ),
     }
 }
+
+fn followers(addr: std::net::SocketAddr, sensor: &str) -> String {
+    let m = get(addr, "/metrics");
+    let prefix = format!("plnode_sensor_followers{{sensor=\"{sensor}\"}} ");
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix}in {}", m.body))
+        .to_string()
+}
+
+#[test]
+fn a_stream_ends_when_its_client_goes_away() {
+    let (_dir, s) = server();
+    assert_eq!(followers(s.addr, "events"), "0");
+    let mut stream = Stream::open(s.addr, "/events");
+    assert_eq!(stream.line().unwrap(), "kind,time,subject,detail");
+    let mut chunked = common::connect(s.addr);
+    chunked
+        .write_all(b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let _ = chunked.read(&mut buf).unwrap();
+    assert_eq!(followers(s.addr, "events"), "1");
+    assert_eq!(followers(s.addr, "connections"), "1");
+    // The clients leave; nothing is streamed meanwhile.
+    drop(stream);
+    drop(chunked);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while followers(s.addr, "events") != "0" || followers(s.addr, "connections") != "0" {
+        assert!(Instant::now() < deadline, "the streams outlived their clients");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
