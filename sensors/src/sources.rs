@@ -269,15 +269,26 @@ impl Sources {
                 clock_ticks(),
             ),
             Source::Net => Reading::Net(procfs::net_dev(&read_text(&proc("net/dev"))?)?),
-            Source::Disk => Reading::Disk(self.filesystems(&proc("self/mountinfo"))?),
+            Source::Disk => Reading::Disk(self.filesystems(&proc("self/mountinfo"), rows)?),
             Source::Node => Reading::Node(self.node()?),
             Source::Slivers => Reading::Slivers(self.slivers(rows)?),
         })
     }
 
-    fn filesystems(&self, mountinfo: &Path) -> Result<Vec<Filesystem>, SourceError> {
+    fn filesystems(
+        &self,
+        mountinfo: &Path,
+        rows: Rows<'_>,
+    ) -> Result<Vec<Filesystem>, SourceError> {
         let mut out = Vec::new();
         for m in procfs::mountinfo(&read_text(mountinfo)?)? {
+            // Only the mounts asked for are looked at (a dead network
+            // mount elsewhere cannot hold up the answer).
+            if let Rows::Keys(keys) = rows {
+                if !keys.contains(&m.point) {
+                    continue;
+                }
+            }
             // A mount that vanished meanwhile, or one we may not look at,
             // is left out.
             let Ok(st) = nix::sys::statvfs::statvfs(m.point.as_str()) else {

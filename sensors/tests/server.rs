@@ -793,7 +793,10 @@ fn a_stream_ends_when_its_client_goes_away() {
     drop(chunked);
     let deadline = Instant::now() + Duration::from_secs(60);
     while followers(s.addr, "events") != "0" || followers(s.addr, "connections") != "0" {
-        assert!(Instant::now() < deadline, "the streams outlived their clients");
+        assert!(
+            Instant::now() < deadline,
+            "the streams outlived their clients"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

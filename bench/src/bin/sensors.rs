@@ -4,7 +4,8 @@
 //! The sensors run in a child process (this program re-run with `--serve`,
 //! release build, 2 worker threads); Debian's `prometheus-node-exporter`
 //! runs beside it on another free loopback port with its default
-//! collectors. 64 keep-alive clients (hyper, 2 threads) send requests back
+//! collectors (and no limit on parallel scrapes: its default of 40 would
+//! turn the surplus of 64 clients away). 64 keep-alive clients (hyper, 2 threads) send requests back
 //! to back for a fixed time per phase: sensors `/load`, sensors
 //! `/metrics`, sensors `/metrics` with no reuse of readings
 //! (`--cache-ms 0`: every scrape reads /proc and statvfs), node_exporter
@@ -34,6 +35,12 @@ struct Args {
     /// Keep-alive clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Worker threads of the sensors server (the node service runs 2).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Threads of the load generator.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
     /// Run as the sensors server on this address (used by the benchmark
     /// itself for its child process).
     #[arg(long, hide = true)]
@@ -46,17 +53,17 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve {
-        return serve(addr, args.cache_ms);
+        return serve(addr, args.cache_ms, args.server_threads);
     }
     let exporter = "/usr/bin/prometheus-node-exporter";
     if !std::path::Path::new(exporter).exists() {
         bail!("{exporter} is missing (apt-get install prometheus-node-exporter)");
     }
-    let cached = Server::sensors(1000)?;
-    let uncached = Server::sensors(0)?;
+    let cached = Server::sensors(1000, args.server_threads)?;
+    let uncached = Server::sensors(0, args.server_threads)?;
     let node_exporter = Server::node_exporter(exporter)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.client_threads)
         .enable_all()
         .build()?;
     let seconds = Duration::from_secs(args.seconds);
@@ -67,8 +74,8 @@ fn main() -> Result<()> {
         ("node_exporter /metrics", &node_exporter, "/metrics"),
     ];
     println!(
-        "{} keep-alive clients, {} s per phase, 2 client threads; servers on loopback",
-        args.clients, args.seconds
+        "{} keep-alive clients ({} threads), {} s per phase; sensors with {} worker threads; servers on loopback",
+        args.clients, args.client_threads, args.seconds, args.server_threads
     );
     println!(
         "{:<30} {:>10} {:>9} {:>9} {:>14} {:>10}",
@@ -102,7 +109,7 @@ fn main() -> Result<()> {
 }
 
 /// The child process's side: the sensors on `addr`.
-fn serve(addr: SocketAddr, cache_ms: u64) -> Result<()> {
+fn serve(addr: SocketAddr, cache_ms: u64, threads: usize) -> Result<()> {
     let mut settings = sensors::Settings::node();
     settings.listen = addr;
     settings.cache_ttl = Duration::from_millis(cache_ms);
@@ -113,7 +120,7 @@ fn serve(addr: SocketAddr, cache_ms: u64) -> Result<()> {
     settings.nodemgr.state_dir = dir.path().join("nodemgr");
     settings.journal = floor::journal::Journal::new(dir.path().join("events.jsonl"), 1 << 20);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads.max(1))
         .enable_all()
         .build()?;
     runtime.block_on(async {
@@ -148,7 +155,7 @@ fn wait_up(addr: SocketAddr, child: &mut Child) -> Result<()> {
 }
 
 impl Server {
-    fn sensors(cache_ms: u64) -> Result<Server> {
+    fn sensors(cache_ms: u64, threads: usize) -> Result<Server> {
         let addr = free_port()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
@@ -157,6 +164,7 @@ impl Server {
                 "--cache-ms",
                 &cache_ms.to_string(),
             ])
+            .args(["--server-threads", &threads.to_string()])
             .stdin(Stdio::null())
             .spawn()
             .context("starting the sensors")?;
@@ -166,8 +174,11 @@ impl Server {
 
     fn node_exporter(program: &str) -> Result<Server> {
         let addr = free_port()?;
+        // Its default of 40 scrapes at once would answer the 64 clients'
+        // surplus with 503: let it serve them all, as the sensors do.
         let mut child = Command::new(program)
             .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.max-requests=0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
