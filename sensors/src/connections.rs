@@ -64,25 +64,25 @@ pub struct Owners {
 }
 
 impl Owners {
-    /// Reads the slivers' cgroup directories under `<cgroup_root>/slivers`
-    /// (a cgroup's id is its directory's inode number) and the id ranges
-    /// of `slivers` (slice, first host uid).
-    pub fn read(cgroup_root: &Path, slivers: Vec<(String, u32)>) -> Owners {
-        let mut by_cgroup = HashMap::new();
+    /// Re-reads the slivers' cgroup directories under
+    /// `<cgroup_root>/slivers` (a cgroup's id is its directory's inode
+    /// number).
+    pub fn read_cgroups(&mut self, cgroup_root: &Path) {
+        self.by_cgroup.clear();
         if let Ok(entries) = std::fs::read_dir(cgroup_root.join("slivers")) {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     let slice = entry.file_name().to_string_lossy().into_owned();
-                    collect_cgroups(&entry.path(), &slice, &mut by_cgroup, 0);
+                    collect_cgroups(&entry.path(), &slice, &mut self.by_cgroup, 0);
                 }
             }
         }
-        let mut by_uid = slivers;
-        by_uid.sort();
-        Owners {
-            by_cgroup,
-            by_uid: by_uid.into_iter().map(|(s, u)| (u, s)).collect(),
-        }
+    }
+
+    /// Sets the slivers' id ranges: (slice, first host uid) each.
+    pub fn set_ranges(&mut self, slivers: Vec<(String, u32)>) {
+        self.by_uid = slivers.into_iter().map(|(s, u)| (u, s)).collect();
+        self.by_uid.sort();
     }
 
     /// The slice a socket belongs to, if any.
@@ -278,10 +278,12 @@ fn watch(hub: &ConnectionsHub, settings: &WatchSettings) {
     let mut owners = Owners::default();
     let mut pass: u64 = 0;
     loop {
-        // Slivers come and go far less often than connections: their ids
-        // and groups are re-read every few passes.
+        // A sliver's group exists before its first process does: groups
+        // are re-read every pass (a directory listing), the id ranges
+        // (state files) every few.
+        owners.read_cgroups(&settings.cgroup_root);
         if pass.is_multiple_of(4) {
-            owners = Owners::read(&settings.cgroup_root, sliver_ranges(&settings.nodemgr));
+            owners.set_ranges(sliver_ranges(&settings.nodemgr));
             hub.retain(&owners.slices());
         }
         pass += 1;
@@ -291,11 +293,13 @@ fn watch(hub: &ConnectionsHub, settings: &WatchSettings) {
                 let now = Timestamp::now();
                 let mut present = HashSet::with_capacity(sockets.len());
                 for s in outgoing(&sockets) {
-                    present.insert(s.cookie);
-                    if seen.contains(&s.cookie) {
+                    // A socket nobody owns yet is looked at again next
+                    // pass (its sliver may be newer than the id ranges).
+                    let Some(slice) = owners.owner(s) else {
                         continue;
-                    }
-                    if let Some(slice) = owners.owner(s) {
+                    };
+                    present.insert(s.cookie);
+                    if !seen.contains(&s.cookie) {
                         hub.record(Connection {
                             slice: slice.to_string(),
                             time: now,
