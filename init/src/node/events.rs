@@ -6,11 +6,17 @@
 
 use config::api::{BootState, UpdateEvent, UpdateReport};
 use config::events::{EventKind, NodeEvent};
+use floor::journal::JournalError;
 
-/// Appends one event to the node's journal.
+/// Appends one event to the node's journal (where there is none, as on a
+/// build host without `/run/plnode`, nothing is written).
 pub fn record(event: &NodeEvent) {
-    if let Err(e) = config::events::journal().append(&event.to_line()) {
-        tracing::warn!("{}", floor::report::error_line(&e));
+    match config::events::journal().append(&event.to_line()) {
+        Ok(()) => {}
+        Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!("no event journal here: {}", event.to_line());
+        }
+        Err(e) => tracing::warn!("{}", floor::report::error_line(&e)),
     }
 }
 

@@ -19,6 +19,7 @@ use sensors::Settings;
 /// Settings for a test: loopback on a free port, nothing cached, short
 /// timeouts, and every node file in `dir` (nodemgr's too).
 pub fn settings(dir: &Path) -> Settings {
+    fs::create_dir_all(dir.join("run")).unwrap();
     let mut s = Settings::node();
     s.listen = "127.0.0.1:0".parse().unwrap();
     s.cache_ttl = Duration::ZERO;
