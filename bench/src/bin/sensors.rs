@@ -10,7 +10,8 @@
 //! `/metrics`, sensors `/metrics` with no reuse of readings
 //! (`--cache-ms 0`: every scrape reads /proc and statvfs), node_exporter
 //! `/metrics`. Reported per phase: requests per second, latency p50 and
-//! p99, and the server's CPU time per request (its utime + stime from
+//! p99, connections the server dropped (the client reconnects), and the
+//! server's CPU time per request (its utime + stime from
 //! /proc, over the phase). Targets: sensors `/metrics` at least 2× the
 //! rate of node_exporter's, p99 of `/load` under 5 ms.
 //!
@@ -78,20 +79,21 @@ fn main() -> Result<()> {
         args.clients, args.client_threads, args.seconds, args.server_threads
     );
     println!(
-        "{:<30} {:>10} {:>9} {:>9} {:>14} {:>10}",
-        "phase", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "body B"
+        "{:<30} {:>10} {:>9} {:>9} {:>14} {:>10} {:>9}",
+        "phase", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "body B", "dropped"
     );
     let mut results = Vec::new();
     for (name, server, path) in phases {
         let r = runtime.block_on(load(server, path, args.clients, seconds))?;
         println!(
-            "{:<30} {:>10.0} {:>9.2} {:>9.2} {:>14.0} {:>10}",
+            "{:<30} {:>10.0} {:>9.2} {:>9.2} {:>14.0} {:>10} {:>9}",
             name,
             r.rate,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
             r.cpu_per_request.as_secs_f64() * 1e6,
-            r.body_bytes
+            r.body_bytes,
+            r.failures
         );
         results.push(r);
     }
@@ -214,6 +216,18 @@ struct Outcome {
     p99: Duration,
     cpu_per_request: Duration,
     body_bytes: usize,
+    failures: u32,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 async fn load(server: &Server, path: &str, clients: usize, length: Duration) -> Result<Outcome> {
@@ -222,27 +236,36 @@ async fn load(server: &Server, path: &str, clients: usize, length: Duration) -> 
     // Connect everyone first, then start the clock.
     let mut senders = Vec::new();
     for _ in 0..clients {
-        let stream = tokio::net::TcpStream::connect(server.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        senders.push(sender);
+        senders.push(connect(server.addr).await?);
     }
     let cpu_before = server.cpu()?;
     let started = Instant::now();
+    let addr = server.addr;
     for mut sender in senders {
         let stop = stop.clone();
         let uri = path.to_string();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut body_bytes = 0;
+            let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let request = hyper::Request::get(uri.as_str())
                     .header("host", "127.0.0.1")
                     .body(Empty::<Bytes>::new())?;
                 let at = Instant::now();
-                let response = sender.send_request(request).await?;
+                let response = match sender.send_request(request).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A connection the server closed: counted, and a
+                        // new one (a few times at most).
+                        failures += 1;
+                        if failures > 10 {
+                            bail!("{uri}: {e}");
+                        }
+                        sender = connect(addr).await?;
+                        continue;
+                    }
+                };
                 if !response.status().is_success() {
                     bail!("{uri}: {}", response.status());
                 }
@@ -250,17 +273,19 @@ async fn load(server: &Server, path: &str, clients: usize, length: Duration) -> 
                 latencies.push(at.elapsed());
                 body_bytes = body.len();
             }
-            Ok::<_, anyhow::Error>((latencies, body_bytes))
+            Ok::<_, anyhow::Error>((latencies, body_bytes, failures))
         }));
     }
     tokio::time::sleep(length).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     let mut body_bytes = 0;
+    let mut failures = 0;
     for t in tasks {
-        let (l, b) = t.await??;
+        let (l, b, f) = t.await??;
         all.extend(l);
         body_bytes = b;
+        failures += f;
     }
     let elapsed = started.elapsed();
     let cpu = server.cpu()? - cpu_before;
@@ -275,5 +300,6 @@ async fn load(server: &Server, path: &str, clients: usize, length: Duration) -> 
         p99: pick(0.99),
         cpu_per_request: cpu / all.len() as u32,
         body_bytes,
+        failures,
     })
 }
