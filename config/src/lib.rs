@@ -4,7 +4,10 @@
 //! - [`node`]: the node config (`node.toml`), strict, with errors that name
 //!   file, line and field; [`plnode`] imports PlanetLab's `plnode.txt`.
 //! - [`rspec`]: a sliver's resources; [`units`]: rates and sizes as people write them.
-//! - [`cd`]: what a boot CD says about itself.
+//! - [`cd`]: what a boot CD says about itself; [`handover`]: what the CD
+//!   tells the installed system it starts.
+//! - [`events`]: the node's event journal (what its services append, what
+//!   the sensors follow).
 //! - [`api`]: the node API's JSON types and request authentication;
 //!   [`release`]: the id of a node OS release, computed alike on both sides.
 //!
@@ -15,6 +18,8 @@
 pub mod api;
 pub mod cd;
 mod error;
+pub mod events;
+pub mod handover;
 pub mod node;
 pub mod plnode;
 pub mod release;

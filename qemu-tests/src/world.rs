@@ -177,6 +177,7 @@ pub fn build_packages_with(
     }
     let mut binaries = BTreeMap::new();
     binaries.insert("init".to_string(), init.to_path_buf());
+    binaries.insert("sensors".to_string(), artifacts::build_sensors()?);
     let opts = mkimage::build::BuildOptions {
         spec,
         spec_dir: examples,

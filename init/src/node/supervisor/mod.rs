@@ -201,6 +201,7 @@ fn report_update(node: &mut Node, event: UpdateEvent, handover: &Handover, reaso
         reason,
         at: Timestamp::now(),
     };
+    crate::node::events::update(&r);
     if let Err(e) = node.server.post::<_, config::api::Empty>(paths::UPDATE, &r) {
         tracing::warn!("could not report {event:?}: {e}");
     }
@@ -482,6 +483,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                             Ok(false) => {}
                             Err(e) => console::line(&format!("staff ssh keys: {e:#}")),
                         }
+                        crate::node::events::checkin(&resp.boot_state);
                         console::step(
                             "supervisor/checkin",
                             StepStatus::Ok,
@@ -500,7 +502,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                             break Ending::Reboot;
                         }
                     }
-                    Err(e) => console::line(&format!("supervisor: check-in failed: {e}")),
+                    Err(e) => {
+                        crate::node::events::checkin_failed(&e);
+                        console::line(&format!("supervisor: check-in failed: {e}"))
+                    }
                 }
             }
         }

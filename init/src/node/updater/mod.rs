@@ -963,6 +963,7 @@ impl Updater {
             reason: Some(reason),
             at: Timestamp::now(),
         };
+        crate::node::events::update(&report);
         match self.server.post::<_, Empty>(paths::UPDATE, &report) {
             Ok(Empty {}) => true,
             Err(e) => {
