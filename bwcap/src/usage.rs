@@ -158,7 +158,7 @@ impl Usage {
             .collect();
         let live: BTreeMap<u16, &KernelClass> =
             kernel.iter().map(|c| (minor_of(c.handle), c)).collect();
-        let classes = kernel
+        let mut classes: Vec<ClassUsage> = kernel
             .iter()
             .filter_map(|c| {
                 let minor = minor_of(c.handle);
@@ -177,6 +177,7 @@ impl Usage {
                 })
             })
             .collect();
+        classes.sort_by_key(|c| c.minor);
         let slivers = state
             .slivers
             .iter()

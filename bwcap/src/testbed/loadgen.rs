@@ -6,7 +6,7 @@
 //! The cgroup is joined before any socket is made: a socket belongs to the
 //! cgroup of the process that created it.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -161,6 +161,12 @@ fn run(command: Command) -> io::Result<String> {
 fn send(to: SocketAddrV4, id: u32, limit: Duration, max_bytes: u64) -> io::Result<String> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+    // A loss-based sender keeps the shaper's queue busy; a model-based one
+    // (BBR, the default on some hosts) paces itself and would measure its
+    // own estimate rather than the cap.
+    if set_congestion_control(&stream, "cubic").is_err() {
+        set_congestion_control(&stream, "reno")?;
+    }
     stream.set_write_timeout(Some(Duration::from_millis(200)))?;
     stream.write_all(&id.to_be_bytes())?;
     let chunk = vec![0x5au8; 64 * 1024];
@@ -177,10 +183,42 @@ fn send(to: SocketAddrV4, id: u32, limit: Duration, max_bytes: u64) -> io::Resul
             Err(e) => return Err(e),
         }
     }
+    // Wait until the receiver has everything (it closes at our end of
+    // stream), so that the bytes are through the shaper when we exit.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let drain_until = Instant::now() + Duration::from_secs(30);
+    let mut scratch = [0u8; 64];
+    while Instant::now() < drain_until {
+        match stream.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
     Ok(format!(
         "{{\"sent\":{sent},\"seconds\":{:.3}}}",
         started.elapsed().as_secs_f64()
     ))
+}
+
+fn set_congestion_control(stream: &TcpStream, name: &str) -> io::Result<()> {
+    // SAFETY: setsockopt reads `name` (its length given) for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn raw_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {

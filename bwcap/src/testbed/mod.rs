@@ -149,6 +149,12 @@ impl Testbed {
                 "no cgroup v2 hierarchy is mounted".into(),
             ));
         };
+        if let Err(e) = crate::bpf::cgroup::can_load() {
+            return Err(TestbedError::Unavailable(format!(
+                "cannot load cgroup eBPF programs: {}",
+                floor::report::error_line(&e)
+            )));
+        }
         let n = BENCHES.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let base = format!("bwcap-{tag}-{pid}-{n}");
