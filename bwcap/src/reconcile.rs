@@ -23,7 +23,7 @@ use crate::counters::Counters;
 use crate::desired::{DesiredState, InvalidState};
 use crate::layout::{
     self, LeafPlan, Plan, PlannedClass, SliverClass, CLASS_DEFAULT, CLASS_ICMP, CLASS_IP_OPTIONS,
-    CLASS_NODE, CLASS_NODE_CAP, LEAF_FLOWS, LEAF_QUEUE_PACKETS,
+    CLASS_NODE, CLASS_NODE_CAP, EGRESS_GSO_MAX_SEGS, LEAF_FLOWS, LEAF_QUEUE_PACKETS,
 };
 use crate::link;
 use crate::names::{InterfaceName, SliceName};
@@ -391,6 +391,7 @@ impl Bwcap {
         let mut socket = RouteSocket::open().map_err(netlink)?;
         let qdiscs = socket.qdiscs(ifindex).map_err(netlink)?;
         let classes = socket.classes(ifindex).map_err(netlink)?;
+        let gso_max_segs = socket.gso_max_segs(ifindex).map_err(netlink)?;
 
         // 2. Counters, from the classes as they are now.
         let kernel_classes: BTreeMap<u16, &KernelClass> = classes
@@ -505,6 +506,29 @@ impl Bwcap {
         let mut bpf_time = bpf_started.elapsed();
 
         let netlink_started = Instant::now();
+        if gso_max_segs != Some(EGRESS_GSO_MAX_SEGS) {
+            // Fairness suffers without it, shaping does not: a warning.
+            let request = [TcRequest::SetGsoMaxSegs {
+                segs: EGRESS_GSO_MAX_SEGS,
+            }];
+            match socket
+                .execute(ifindex, &request, true)
+                .and_then(|o| o.first_error())
+            {
+                Ok(()) => {
+                    if state.original_gso_max_segs.is_none() || state.interface.as_ref() != Some(iface) {
+                        state.original_gso_max_segs = gso_max_segs;
+                    }
+                    report.netlink_messages += 1;
+                    report.netlink_sends += 1;
+                    report.changes.push(request[0].to_string());
+                }
+                Err(e) => report.warnings.push(format!(
+                    "{iface}: GSO bursts stay as they are, so sharing is per burst, not per byte: {}",
+                    floor::report::error_line(&e)
+                )),
+            }
+        }
         let result = self.send(&mut socket, ifindex, &diff, &mut state, &mut report);
         report.timings.netlink = netlink_started.elapsed();
 
@@ -618,7 +642,7 @@ impl Bwcap {
             source,
         })?;
         let _lock = DirLock::acquire(&self.state_dir).map_err(self.store_error())?;
-        let state = State::load(&self.state_dir).map_err(self.store_error())?;
+        let mut state = State::load(&self.state_dir).map_err(self.store_error())?;
         let netlink = |source| Error::Netlink {
             interface: interface.clone(),
             source,
@@ -651,6 +675,19 @@ impl Bwcap {
             report.netlink_sends += outcome.sends;
             outcome.first_error().map_err(netlink)?;
             report.changes.push(requests[0].to_string());
+        }
+        if let Some(segs) = state
+            .original_gso_max_segs
+            .filter(|_| state.interface.as_ref() == Some(interface))
+        {
+            let requests = [TcRequest::SetGsoMaxSegs { segs }];
+            let outcome = socket.execute(ifindex, &requests, true).map_err(netlink)?;
+            report.netlink_messages += 1;
+            report.netlink_sends += outcome.sends;
+            outcome.first_error().map_err(netlink)?;
+            report.changes.push(requests[0].to_string());
+            state.original_gso_max_segs = None;
+            state.save(&self.state_dir).map_err(self.store_error())?;
         }
         Ok(report)
     }

@@ -89,6 +89,9 @@ pub struct State {
     /// When the last pass ran.
     #[serde(default)]
     pub last_pass: Option<Timestamp>,
+    /// The interface's GSO limit before bwcap changed it (restored by `remove`).
+    #[serde(default)]
+    pub original_gso_max_segs: Option<u32>,
     /// Every sliver bwcap knows, present or removed in the last 24 hours.
     #[serde(default)]
     pub slivers: BTreeMap<SliceName, SliverRecord>,
@@ -103,6 +106,7 @@ impl Default for State {
             cap_is_line_rate: false,
             node_cgroup: None,
             last_pass: None,
+            original_gso_max_segs: None,
             slivers: BTreeMap::new(),
         }
     }

@@ -134,6 +134,13 @@ pub enum Reply {
         /// The kernel's extended message (`NLMSGERR_ATTR_MSG`), if any.
         message: Option<String>,
     },
+    /// `RTM_NEWLINK`: an interface.
+    Link {
+        /// Its index.
+        index: i32,
+        /// Its largest GSO burst, in segments (`IFLA_GSO_MAX_SEGS`).
+        gso_max_segs: Option<u32>,
+    },
     /// `NLMSG_DONE`: the end of a dump.
     Done {
         /// The dump's sequence number.
@@ -185,6 +192,9 @@ fn decode_message(bytes: &[u8]) -> Result<Reply, DecodeError> {
     if message_type == NLMSG_DONE {
         return Ok(Reply::Done { sequence });
     }
+    if message_type == RTM_NEWLINK {
+        return decode_link(&bytes[16..]);
+    }
     let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)?;
     Ok(match message.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficClass(tc)) => {
@@ -194,6 +204,37 @@ fn decode_message(bytes: &[u8]) -> Result<Reply, DecodeError> {
             Reply::Qdisc(decode_qdisc(&tc)?)
         }
         _ => Reply::Other,
+    })
+}
+
+const RTM_NEWLINK: u16 = 16;
+const IFLA_GSO_MAX_SEGS: u16 = 40;
+/// `sizeof(struct ifinfomsg)`.
+const IFINFOMSG_LEN: usize = 16;
+
+/// An interface: only its index and GSO limit are read, so the rest of its
+/// many attributes cannot make the reply undecodable.
+fn decode_link(payload: &[u8]) -> Result<Reply, DecodeError> {
+    let Some(header) = payload.get(..IFINFOMSG_LEN) else {
+        return Err(DecodeError::Framing {
+            offset: 16,
+            length: IFINFOMSG_LEN,
+            available: payload.len(),
+        });
+    };
+    let index = i32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+    let mut gso_max_segs = None;
+    for nla in NlasIterator::new(&payload[IFINFOMSG_LEN..]) {
+        let nla = nla?;
+        if nla.kind() == IFLA_GSO_MAX_SEGS {
+            gso_max_segs = <[u8; 4]>::try_from(nla.value())
+                .ok()
+                .map(u32::from_ne_bytes);
+        }
+    }
+    Ok(Reply::Link {
+        index,
+        gso_max_segs,
     })
 }
 

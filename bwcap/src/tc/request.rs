@@ -6,6 +6,7 @@ use netlink_packet_core::{
     DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHeader, TcMessage, TcOption, TcQdiscFqCodelOption};
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -134,6 +135,12 @@ pub enum TcRequest {
         /// Its parent.
         parent: u32,
     },
+    /// `ip link set dev IF gso_max_segs SEGS`: the interface's largest
+    /// GSO/TSO burst, in segments.
+    SetGsoMaxSegs {
+        /// Segments.
+        segs: u32,
+    },
 }
 
 impl fmt::Display for TcRequest {
@@ -162,6 +169,12 @@ impl fmt::Display for TcRequest {
                 handle_text(*handle),
                 handle_text(*parent)
             ),
+            TcRequest::SetGsoMaxSegs { segs } => {
+                write!(
+                    f,
+                    "setting the interface's GSO bursts to at most {segs} segments"
+                )
+            }
         }
     }
 }
@@ -237,6 +250,12 @@ impl TcRequest {
                     vec![],
                 )),
             ),
+            TcRequest::SetGsoMaxSegs { segs } => {
+                let mut link = LinkMessage::default();
+                link.header.index = ifindex as u32;
+                link.attributes.push(LinkAttribute::GsoMaxSegs(*segs));
+                (plain, RouteNetlinkMessage::SetLink(link))
+            }
         };
         let mut nl_header = NetlinkHeader::default();
         nl_header.flags = flags;

@@ -250,6 +250,46 @@ impl RouteSocket {
             .collect())
     }
 
+    /// The interface's largest GSO burst, in segments.
+    pub fn gso_max_segs(&mut self, ifindex: i32) -> Result<Option<u32>, NetlinkError> {
+        let sequence = self.next_sequence();
+        let mut link = netlink_packet_route::link::LinkMessage::default();
+        link.header.index = ifindex as u32;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = sequence;
+        let mut message = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(link)),
+        );
+        message.finalize();
+        let mut bytes = vec![0u8; message.buffer_len()];
+        message.serialize(&mut bytes);
+        self.send_all(&bytes)?;
+        loop {
+            for reply in self.receive()? {
+                match reply {
+                    Reply::Link {
+                        index,
+                        gso_max_segs,
+                    } if index == ifindex => return Ok(gso_max_segs),
+                    Reply::Ack {
+                        sequence: s,
+                        errno,
+                        message,
+                    } if s == sequence && errno != 0 => {
+                        return Err(NetlinkError::DumpRefused {
+                            what: "reading the interface",
+                            errno,
+                            message,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Sends `requests` for interface `ifindex`, many per `sendmsg`, and
     /// reads every acknowledgement. A refused request does not stop the
     /// others in its chunk (the kernel goes on), but no further chunk is

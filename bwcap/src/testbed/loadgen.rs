@@ -53,6 +53,11 @@ enum Command {
         /// Stop after this many bytes.
         #[arg(long)]
         bytes: u64,
+        /// Before exiting, wait until the receiver has every byte (so the
+        /// bytes are through the shaper); without it the connection is
+        /// reset and unsent data dropped.
+        #[arg(long)]
+        drain: bool,
     },
     /// An ICMP echo flood: requests at a fixed rate, replies counted.
     Ping {
@@ -134,9 +139,10 @@ fn run(command: Command) -> io::Result<String> {
             id,
             seconds,
             bytes,
+            drain,
         } => {
             enter(&place)?;
-            send(to, id, Duration::from_secs_f64(seconds), bytes)
+            send(to, id, Duration::from_secs_f64(seconds), bytes, drain)
         }
         Command::Ping {
             place,
@@ -158,7 +164,13 @@ fn run(command: Command) -> io::Result<String> {
     }
 }
 
-fn send(to: SocketAddrV4, id: u32, limit: Duration, max_bytes: u64) -> io::Result<String> {
+fn send(
+    to: SocketAddrV4,
+    id: u32,
+    limit: Duration,
+    max_bytes: u64,
+    drain: bool,
+) -> io::Result<String> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
     // A loss-based sender keeps the shaper's queue busy; a model-based one
@@ -183,19 +195,42 @@ fn send(to: SocketAddrV4, id: u32, limit: Duration, max_bytes: u64) -> io::Resul
             Err(e) => return Err(e),
         }
     }
-    // Wait until the receiver has everything (it closes at our end of
-    // stream), so that the bytes are through the shaper when we exit.
-    stream.shutdown(std::net::Shutdown::Write)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let drain_until = Instant::now() + Duration::from_secs(30);
-    let mut scratch = [0u8; 64];
-    while Instant::now() < drain_until {
-        match stream.read(&mut scratch) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
+    if drain {
+        // Wait until the receiver has everything (it closes at our end of
+        // stream).
+        stream.shutdown(std::net::Shutdown::Write)?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let drain_until = Instant::now() + Duration::from_secs(30);
+        let mut scratch = [0u8; 64];
+        while Instant::now() < drain_until {
+            match stream.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
         }
+    } else {
+        // Stop now: a reset drops what the send buffer still holds, which
+        // at a low rate could keep the class busy for half a minute.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads the linger struct for the call.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
     }
     Ok(format!(
         "{{\"sent\":{sent},\"seconds\":{:.3}}}",

@@ -288,6 +288,20 @@ impl Testbed {
         child.wait_with_output()
     }
 
+    /// Stops a load generator started by [`Testbed::spawn`] and reaps it.
+    pub fn stop(&self, pid: u32) -> io::Result<()> {
+        let mut child = {
+            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+            let at = children
+                .iter()
+                .position(|c| c.id() == pid)
+                .ok_or_else(|| io::Error::other(format!("no child {pid}")))?;
+            children.remove(at)
+        };
+        child.kill()?;
+        child.wait().map(drop)
+    }
+
     /// Runs a load generator to its end.
     pub fn run(&self, loadgen: &Loadgen, args: &[String]) -> io::Result<Output> {
         let pid = self.spawn(loadgen, args)?;
@@ -374,10 +388,46 @@ impl Loadgen {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Flow {
+    /// A handle on the connection, to ask the kernel what arrived.
+    stream: std::net::TcpStream,
+    /// Bytes the reader read (the fallback when TCP_INFO fails).
     bytes: AtomicU64,
     mss: AtomicU32,
+}
+
+impl Flow {
+    /// Payload bytes received in order, as the kernel counts them
+    /// (`tcpi_bytes_received`): no lag behind a busy reader thread.
+    fn received(&self) -> u64 {
+        tcp_bytes_received(&self.stream).unwrap_or_else(|| self.bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// `offsetof(struct tcp_info, tcpi_bytes_received)`.
+const TCPI_BYTES_RECEIVED: usize = 128;
+
+fn tcp_bytes_received(stream: &std::net::TcpStream) -> Option<u64> {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (len as usize) < TCPI_BYTES_RECEIVED + 8 {
+        return None;
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&info[TCPI_BYTES_RECEIVED..TCPI_BYTES_RECEIVED + 8]);
+    // The 4-byte id the sender starts with is payload too.
+    Some(u64::from_ne_bytes(v).saturating_sub(4))
 }
 
 /// Counts the bytes each sender sends to the peer (senders say who they
@@ -479,7 +529,7 @@ impl Receiver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(id, f)| (*id, f.bytes.load(Ordering::Relaxed)))
+            .map(|(id, f)| (*id, f.received()))
             .collect()
     }
 
@@ -552,8 +602,14 @@ fn read_flow(
             Err(_) => return,
         }
     }
-    let flow = Arc::new(Flow::default());
-    flow.mss.store(tcp_mss(&stream), Ordering::Relaxed);
+    let Ok(handle) = stream.try_clone() else {
+        return;
+    };
+    let flow = Arc::new(Flow {
+        stream: handle,
+        bytes: AtomicU64::new(0),
+        mss: AtomicU32::new(tcp_mss(&stream)),
+    });
     flows
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -561,7 +617,7 @@ fn read_flow(
     let mut buf = vec![0u8; 256 * 1024];
     while !stop.load(Ordering::Relaxed) {
         match stream.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => {
                 flow.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
@@ -570,9 +626,12 @@ fn read_flow(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    // The flow keeps a handle for TCP_INFO: close the connection itself, so
+    // that a draining sender sees the end.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn tcp_mss(stream: &std::net::TcpStream) -> u32 {

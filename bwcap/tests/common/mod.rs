@@ -82,7 +82,11 @@ impl Node {
     }
 
     /// One pass in the node's namespace.
-    pub fn apply(&self, desired: &DesiredState, now: Timestamp) -> Result<ApplyReport, bwcap::Error> {
+    pub fn apply(
+        &self,
+        desired: &DesiredState,
+        now: Timestamp,
+    ) -> Result<ApplyReport, bwcap::Error> {
         self.bed
             .in_node(|| self.bwcap.apply(desired, now))
             .expect("entering the node namespace")
@@ -115,7 +119,10 @@ impl Node {
             .bed
             .in_node(|| {
                 let mut s = RouteSocket::open().expect("netlink");
-                (s.classes(ifindex).expect("classes"), s.qdiscs(ifindex).expect("qdiscs"))
+                (
+                    s.classes(ifindex).expect("classes"),
+                    s.qdiscs(ifindex).expect("qdiscs"),
+                )
             })
             .unwrap();
         Snapshot {
@@ -147,8 +154,26 @@ impl Node {
         }
     }
 
-    /// A greedy TCP sender in `cgroup`, id `id`, for `seconds`.
+    /// A greedy TCP sender in `cgroup`, id `id`, for `seconds`; it stops
+    /// at once at the end.
     pub fn send(&self, cgroup: &Path, id: u32, seconds: f64, bytes: u64, port: u16) -> u32 {
+        self.sender(cgroup, id, seconds, bytes, port, false)
+    }
+
+    /// A sender of `bytes` that exits once the receiver has them all.
+    pub fn send_all(&self, cgroup: &Path, id: u32, bytes: u64, port: u16) -> u32 {
+        self.sender(cgroup, id, 60.0, bytes, port, true)
+    }
+
+    fn sender(
+        &self,
+        cgroup: &Path,
+        id: u32,
+        seconds: f64,
+        bytes: u64,
+        port: u16,
+        drain: bool,
+    ) -> u32 {
         let mut args = vec!["send".to_string()];
         args.extend(self.bed.sliver_args(cgroup));
         args.extend([
@@ -161,7 +186,12 @@ impl Node {
             "--bytes".into(),
             bytes.to_string(),
         ]);
-        self.bed.spawn(&loadgen(), &args).expect("starting a sender")
+        if drain {
+            args.push("--drain".into());
+        }
+        self.bed
+            .spawn(&loadgen(), &args)
+            .expect("starting a sender")
     }
 
     /// Runs a load generator subcommand in `cgroup` to its end; its JSON line.
@@ -169,7 +199,10 @@ impl Node {
         let mut args = vec![subcommand.to_string()];
         args.extend(self.bed.sliver_args(cgroup));
         args.extend(extra.iter().cloned());
-        let out = self.bed.run(&loadgen(), &args).expect("running the load generator");
+        let out = self
+            .bed
+            .run(&loadgen(), &args)
+            .expect("running the load generator");
         assert!(
             out.status.success(),
             "loadgen {subcommand}: {}",
@@ -178,10 +211,19 @@ impl Node {
         serde_json::from_slice(&out.stdout).expect("the load generator's JSON")
     }
 
+    /// Stops a sender now.
+    pub fn stop(&self, pid: u32) {
+        self.bed.stop(pid).expect("stopping a sender");
+    }
+
     /// Waits for a sender to finish.
     pub fn wait(&self, pid: u32) {
         let out = self.bed.wait(pid).expect("waiting for a sender");
-        assert!(out.status.success(), "sender: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sender: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
