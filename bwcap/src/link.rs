@@ -18,7 +18,7 @@ pub fn index(name: &InterfaceName) -> io::Result<i32> {
     i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
 const ETHTOOL_GSET: u32 = 1;
 
 /// The link speed the driver reports (`ETHTOOL_GSET`), if it knows one.
