@@ -355,6 +355,14 @@ cgroup = "/sys/fs/cgroup/elsewhere/mit_x"
     }
 
     #[test]
+    fn the_example_state_file_parses() {
+        let text = include_str!("../tests/data/state/node.toml");
+        let s = parse(text).unwrap();
+        assert_eq!(s.slivers.len(), 3);
+        assert_eq!(s.slivers[2].daily_budget, ByteSize::gib(5));
+    }
+
+    #[test]
     fn bad_input_gets_one_clear_error() {
         let cases = [
             (

@@ -130,6 +130,12 @@ impl ApplyReport {
 pub struct Timings {
     /// Checks, state, dumps and planning.
     pub prepare: Duration,
+    /// Of that: checking the input and opening every cgroup.
+    pub checks: Duration,
+    /// Of that: reading the kernel's qdiscs, classes and interface.
+    pub dumps: Duration,
+    /// Of that: loading the classifiers that must be attached.
+    pub loads: Duration,
     /// Sending the batch and reading its acknowledgements.
     pub netlink: Duration,
     /// Loading, attaching and detaching classifiers.
@@ -386,12 +392,16 @@ impl Bwcap {
             sliver_cgroups.push(cgroup);
         }
 
+        report.timings.checks = started.elapsed();
+
         let _lock = DirLock::acquire(&self.state_dir).map_err(self.store_error())?;
         let mut state = State::load(&self.state_dir).map_err(self.store_error())?;
+        let dumps_started = Instant::now();
         let mut socket = RouteSocket::open().map_err(netlink)?;
         let qdiscs = socket.qdiscs(ifindex).map_err(netlink)?;
         let classes = socket.classes(ifindex).map_err(netlink)?;
         let gso_max_segs = socket.gso_max_segs(ifindex).map_err(netlink)?;
+        report.timings.dumps = dumps_started.elapsed();
 
         // 2. Counters, from the classes as they are now.
         let kernel_classes: BTreeMap<u16, &KernelClass> = classes
@@ -476,13 +486,9 @@ impl Bwcap {
         for (cgroup, record) in sliver_cgroups.into_iter().zip(&sliver_classes) {
             classifiers.push((cgroup, sliver_program(record.minor)));
         }
-        let mut to_attach: Vec<(Cgroup, Loaded)> = Vec::new();
-        for (cgroup, program) in classifiers {
-            let prepared = cgroup.prepare(&program).map_err(Error::Bpf)?;
-            if let Some(loaded) = prepared {
-                to_attach.push((cgroup, loaded));
-            }
-        }
+        let loads_started = Instant::now();
+        let to_attach = prepare_all(classifiers).map_err(Error::Bpf)?;
+        report.timings.loads = loads_started.elapsed();
         report.timings.prepare = started.elapsed();
 
         // 5. Departed slivers lose their classifier first, then the kernel batch.
@@ -691,6 +697,51 @@ impl Bwcap {
         }
         Ok(report)
     }
+}
+
+/// Checks every cgroup's classifier and loads those that must be attached,
+/// on all cores: the kernel verifies and compiles each program in the
+/// calling thread, and that is most of a first pass over many slivers.
+fn prepare_all(classifiers: Vec<(Cgroup, Program)>) -> Result<Vec<(Cgroup, Loaded)>, BpfError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunk = classifiers.len().div_ceil(threads).max(1);
+    let mut chunks: Vec<Vec<(Cgroup, Program)>> = Vec::new();
+    let mut rest = classifiers.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(chunk).collect());
+    }
+    let prepare = |chunk: Vec<(Cgroup, Program)>| -> Result<Vec<(Cgroup, Loaded)>, BpfError> {
+        let mut out = Vec::new();
+        for (cgroup, program) in chunk {
+            if let Some(loaded) = cgroup.prepare(&program)? {
+                out.push((cgroup, loaded));
+            }
+        }
+        Ok(out)
+    };
+    if chunks.len() <= 1 {
+        return chunks.into_iter().next().map_or(Ok(Vec::new()), prepare);
+    }
+    let results: Vec<Result<Vec<(Cgroup, Loaded)>, BpfError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || prepare(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
 /// Books the outcome of a batch: counters of recreated classes restart,

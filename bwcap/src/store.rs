@@ -296,6 +296,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_state_reads() {
+        let bytes = include_bytes!("../tests/data/state/state.json");
+        let s = State::from_json(bytes, Path::new("state.json")).unwrap();
+        assert_eq!(s.slivers.len(), 2);
+        assert_eq!(s.original_gso_max_segs, Some(65535));
+    }
+
+    #[test]
     fn state_round_trips_and_bad_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::default();

@@ -58,6 +58,10 @@ enum Command {
         /// reset and unsent data dropped.
         #[arg(long)]
         drain: bool,
+        /// Pace the connection to at most this many bits per second (TCP's
+        /// own pacing, `SO_MAX_PACING_RATE`), instead of sending greedily.
+        #[arg(long, value_name = "BITS")]
+        pace: Option<u64>,
     },
     /// An ICMP echo flood: requests at a fixed rate, replies counted.
     Ping {
@@ -140,9 +144,10 @@ fn run(command: Command) -> io::Result<String> {
             seconds,
             bytes,
             drain,
+            pace,
         } => {
             enter(&place)?;
-            send(to, id, Duration::from_secs_f64(seconds), bytes, drain)
+            send(to, id, Duration::from_secs_f64(seconds), bytes, drain, pace)
         }
         Command::Ping {
             place,
@@ -170,6 +175,7 @@ fn send(
     limit: Duration,
     max_bytes: u64,
     drain: bool,
+    pace: Option<u64>,
 ) -> io::Result<String> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
@@ -178,6 +184,22 @@ fn send(
     // own estimate rather than the cap.
     if set_congestion_control(&stream, "cubic").is_err() {
         set_congestion_control(&stream, "reno")?;
+    }
+    if let Some(bits) = pace {
+        let bytes_per_sec: u64 = bits / 8;
+        // SAFETY: setsockopt reads the u64 for the call.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MAX_PACING_RATE,
+                (&bytes_per_sec as *const u64).cast(),
+                std::mem::size_of::<u64>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     stream.set_write_timeout(Some(Duration::from_millis(200)))?;
     stream.write_all(&id.to_be_bytes())?;
