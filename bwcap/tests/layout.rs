@@ -61,6 +61,29 @@ fn the_layout_is_planetlabs_and_a_second_pass_changes_nothing() {
     }
     assert_eq!(before.qdiscs[&handle(CLASS_ICMP, 0)].2, Some(16));
     assert_eq!(before.programs[&cgroups[2]][0].1, "bwcap1_s_10");
+    assert_eq!(gso_max_segs(&n), Some(bwcap::layout::EGRESS_GSO_MAX_SEGS));
+
+    // `bwcap show`: the classes like `tc -s class show`, with names and budgets.
+    let shown = n.usage(T0.saturating_add_secs(5)).render();
+    assert!(
+        shown.starts_with("bwcap on bwn0: node cap 100mbit;"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "class htb 1:10 parent 1:1 leaf 10: prio 0 quantum 1514 rate 5kbit ceil 10mbit"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[slice alpha]") && shown.contains("[icmp echo]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(" budget 10546875KiB/day: used 0 bytes (0 %)"),
+        "{shown}"
+    );
+    assert!(shown.contains(" last minute 0 bytes 0 pkt"), "{shown}");
 
     let second = n.apply_ok(&desired, T0.saturating_add_secs(10));
     assert!(second.is_noop(), "{:?}", second.changes);
@@ -70,6 +93,34 @@ fn the_layout_is_planetlabs_and_a_second_pass_changes_nothing() {
         before,
         "same classes, queues and program ids"
     );
+
+    // `remove` takes it all away again.
+    let removed = n
+        .bed
+        .in_node(|| n.bwcap.remove(&n.bed.node_if))
+        .unwrap()
+        .expect("remove");
+    assert_eq!(removed.programs_detached, 4);
+    let after = n.snapshot(&refs);
+    assert!(after.classes.is_empty(), "{:?}", after.classes);
+    assert!(after.programs.values().all(Vec::is_empty));
+    assert_eq!(
+        gso_max_segs(&n),
+        Some(65535),
+        "the veth's own limit is back"
+    );
+}
+
+fn gso_max_segs(n: &common::Node) -> Option<u32> {
+    n.bed
+        .in_node(|| {
+            let index = bwcap::link::index(&n.bed.node_if).unwrap();
+            bwcap::tc::RouteSocket::open()
+                .unwrap()
+                .gso_max_segs(index)
+                .unwrap()
+        })
+        .unwrap()
 }
 
 #[test]
