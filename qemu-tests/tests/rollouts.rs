@@ -184,6 +184,18 @@ fn second_wave(
     let staged = f.step_ok("update/stage", WAVE_INTERVAL + 240).unwrap();
     let at = Instant::now();
     assert!(staged.contains(&format!("(os {NEW};")), "{staged}");
+    // The node reports the staging right after printing it; keep it
+    // running until the server has that report, so the counts below do
+    // not race the report.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lab.server.node_log(node.id).contains("update staged") {
+        assert!(
+            Instant::now() < deadline,
+            "the server never heard that the second-wave node staged:\n{}",
+            lab.server.node_log(node.id)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     events.send(Event::Staged(at)).unwrap();
 }
 

@@ -61,7 +61,7 @@ fn a_tampered_package_is_refused_and_the_disk_left_alone() {
     assert!(checkin.contains("state=reinstall"), "{checkin}");
     let line = f.expect("@step reinstall/download fail", 300).unwrap();
     assert!(
-        line.contains("package base") && line.contains("hash mismatch"),
+        line.contains("package base") && line.contains("differs from the signed"),
         "{line}"
     );
     f.expect("@step debug start", 60).unwrap();
