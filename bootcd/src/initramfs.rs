@@ -37,6 +37,7 @@ pub enum InitramfsError {
 }
 
 /// What goes into the initramfs.
+#[derive(Debug)]
 pub struct InitramfsContent<'a> {
     pub init: &'a Path,
     pub cd_info_toml: &'a str,

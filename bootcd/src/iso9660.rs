@@ -61,6 +61,7 @@ fn malformed(msg: impl Into<String>) -> IsoError {
 }
 
 /// An opened image: its size and root directory.
+#[derive(Debug)]
 pub struct IsoImage<R> {
     inner: R,
     size: u64,

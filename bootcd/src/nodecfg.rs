@@ -54,13 +54,28 @@ impl ConfigForm {
 }
 
 /// A node config checked by the `config` crate, ready to be stamped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfigFile {
     pub form: ConfigForm,
     pub text: String,
     pub config: NodeConfig,
     /// Import warnings of a `plnode.txt`.
     pub warnings: Vec<String>,
+}
+
+/// Leaves out the text: it holds the node's key.
+impl std::fmt::Debug for NodeConfigFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfigFile")
+            .field("form", &self.form)
+            .field(
+                "text",
+                &format_args!("<{} bytes, redacted>", self.text.len()),
+            )
+            .field("config", &self.config)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 impl NodeConfigFile {
@@ -134,11 +149,31 @@ pub fn encode_area(file_name: &str, data: &[u8], mtime: u32) -> Result<Vec<u8>, 
 }
 
 /// A file found in the per-node area.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AreaFile {
     /// Path as in the archive (`etc/plnode/node/node.toml`).
     pub path: String,
     pub data: Vec<u8>,
+}
+
+/// Shows the size and a hash of the data, not the data: a node config
+/// holds the node's key.
+impl std::fmt::Debug for AreaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(&self.data);
+        f.debug_struct("AreaFile")
+            .field("path", &self.path)
+            .field(
+                "data",
+                &format_args!(
+                    "<{} bytes, sha256 {}>",
+                    self.data.len(),
+                    hex::encode(digest)
+                ),
+            )
+            .finish()
+    }
 }
 
 /// Reads an area: blank → no files. Anything but regular files directly
@@ -246,6 +281,17 @@ mod tests {
         );
         assert!(describe(&files)[0].contains("node 7"));
         assert!(decode_area(&vec![0; NODE_AREA_SIZE]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_node_key() {
+        let key = "3f6c1a9e0b7d42e5a8c4f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70";
+        let file = NodeConfigFile::parse(NODE_TOML, Path::new("node.toml")).unwrap();
+        let files = decode_area(&file.encode(1).unwrap()).unwrap();
+        for shown in [format!("{file:?}"), format!("{files:?}")] {
+            assert!(!shown.contains(key), "{shown}");
+            assert!(shown.contains("bytes"), "{shown}");
+        }
     }
 
     #[test]

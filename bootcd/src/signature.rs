@@ -47,6 +47,7 @@ pub enum SignatureError {
 }
 
 /// Reads `inner` with the bytes of `zeroed` replaced by zeros.
+#[derive(Debug)]
 pub struct MaskedReader<R> {
     inner: R,
     position: u64,

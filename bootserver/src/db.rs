@@ -244,6 +244,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Read connections for request handlers, reused across requests so their
 /// prepared statements stay cached. Readers never block the writer (WAL).
+#[derive(Debug)]
 pub struct ReadPool {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<Connection>>,

@@ -78,6 +78,7 @@ pub fn etag_matches(list: &str, etag: &str) -> bool {
 
 /// Bounds on what nodes send, beyond the body size: a report's strings end
 /// up in tables and on the status page.
+#[derive(Debug)]
 pub struct Limits;
 
 impl Limits {

@@ -63,6 +63,16 @@ pub struct PemPair {
     pub key_pem: String,
 }
 
+/// Shows the certificate, never the private key.
+impl std::fmt::Debug for PemPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemPair")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Validity of generated certificates. Nodes on old CDs must keep working
 /// for years; the CA is the trust root, so it outlives the server certificate.
 const CA_VALID_YEARS: i32 = 20;
@@ -78,6 +88,7 @@ fn validity(params: &mut CertificateParams, years: i32) {
 }
 
 /// A new CA and a server certificate it signed.
+#[derive(Debug)]
 pub struct GeneratedPki {
     pub ca: PemPair,
     pub server: PemPair,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use config::api::auth::Nonce;
 use config::node::NodeId;
 
+#[derive(Debug)]
 pub struct ReplayCache {
     skew_secs: i64,
     seen: Mutex<BTreeMap<i64, HashSet<(NodeId, Nonce)>>>,

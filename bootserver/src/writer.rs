@@ -145,6 +145,7 @@ const MAX_GROUP: usize = 1024;
 const MAX_UNREGISTERED: u32 = 1000;
 const NONCE_PRUNE_EVERY: Duration = Duration::from_secs(30);
 
+#[derive(Debug)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     thread: Option<JoinHandle<()>>,

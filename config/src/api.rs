@@ -13,12 +13,22 @@ use crate::units::Rate;
 
 /// Endpoint paths.
 pub mod paths {
+    /// `POST`, authenticated: [`CheckinRequest`](super::CheckinRequest) →
+    /// [`CheckinResponse`](super::CheckinResponse).
     pub const CHECKIN: &str = "/api/v1/node/checkin";
+    /// `POST`, authenticated: [`ProgressReport`](super::ProgressReport) → `{}`.
     pub const PROGRESS: &str = "/api/v1/node/progress";
+    /// `POST`, authenticated: [`FailureReport`](super::FailureReport) → `{}`.
     pub const FAILURE: &str = "/api/v1/node/failure";
+    /// `POST`, authenticated: [`InstallReport`](super::InstallReport) →
+    /// [`CheckinResponse`](super::CheckinResponse), the state now `boot`.
     pub const INSTALLED: &str = "/api/v1/node/installed";
+    /// `POST`, authenticated: [`UpdateReport`](super::UpdateReport) → `{}`.
     pub const UPDATE: &str = "/api/v1/node/update";
+    /// `GET`, authenticated: → [`SliversResponse`](super::SliversResponse).
     pub const SLIVERS: &str = "/api/v1/node/slivers";
+    /// `POST`, no authentication (the node has no key yet):
+    /// [`HelloRequest`](super::HelloRequest) → [`HelloResponse`](super::HelloResponse).
     pub const HELLO: &str = "/api/v1/unregistered/hello";
     /// Base of the signed repository (metadata/ and targets/ below it).
     pub const REPO: &str = "/repo";
@@ -39,6 +49,7 @@ pub enum BootState {
 }
 
 impl BootState {
+    /// Every state, in the order the admin tools list them.
     pub const ALL: [BootState; 4] = [
         BootState::Boot,
         BootState::Reinstall,
@@ -46,6 +57,9 @@ impl BootState {
         BootState::Disabled,
     ];
 
+    /// The lowercase word on the wire, in the registry and on the admin's
+    /// command line (`boot`, `reinstall`, `debug`, `disabled`); the inverse
+    /// of [`FromStr`](std::str::FromStr).
     pub fn as_str(self) -> &'static str {
         match self {
             BootState::Boot => "boot",
@@ -89,6 +103,7 @@ pub enum RunLevel {
 }
 
 impl RunLevel {
+    /// The lowercase word on the wire and on the status page.
     pub fn as_str(self) -> &'static str {
         match self {
             RunLevel::Bootcd => "bootcd",
@@ -106,30 +121,49 @@ impl std::fmt::Display for RunLevel {
     }
 }
 
+/// The machine as the node's CD sees it, for the admins (status page) and
+/// for recognising an unregistered node by its MAC addresses. Informational:
+/// the server decides nothing from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HardwareSummary {
+    /// `model name` of the first CPU in `/proc/cpuinfo` (`unknown` if absent).
     pub cpu_model: String,
+    /// Logical CPUs online.
     pub cpus: u32,
+    /// Total memory in bytes (`MemTotal`).
     pub ram_bytes: u64,
+    /// Whole disks and CD drives (not partitions; loop, RAM and other
+    /// virtual block devices left out).
     pub disks: Vec<DiskInfo>,
+    /// Ethernet interfaces backed by a device (loopback, bridges, veth left out).
     pub nics: Vec<NicInfo>,
 }
 
+/// One whole disk of a [`HardwareSummary`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskInfo {
     /// Kernel name, e.g. `vda`.
     pub name: String,
+    /// Capacity in bytes.
     pub size_bytes: u64,
+    /// Removable media, a CD drive, or attached over USB: a reinstall never
+    /// installs onto it.
     pub removable: bool,
+    /// The vendor's model string, when the kernel reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
+/// One network interface of a [`HardwareSummary`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicInfo {
+    /// Kernel name, e.g. `eth0`.
     pub name: String,
+    /// Hardware address; what registers an unregistered node's hello.
     pub mac: MacAddr,
+    /// Carrier present when the summary was taken.
     pub link: bool,
+    /// Kernel driver bound to the device, when there is one (e.g. `virtio_net`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
 }
@@ -137,20 +171,31 @@ pub struct NicInfo {
 /// The installed node's health, sent with each check-in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HealthSummary {
+    /// Services of the supervisor that are running now.
     pub services_up: u32,
+    /// Services the supervisor was asked to run (up, restarting or failed).
     pub services_total: u32,
+    /// Names of services given up on after a crash loop.
     #[serde(default)]
     pub failed_services: Vec<String>,
+    /// Bytes free on the node's partition (what an update can still use).
     pub disk_free_bytes: u64,
+    /// Size of the node's partition in bytes.
     pub disk_total_bytes: u64,
     /// 1-minute load average.
     pub load1: f64,
 }
 
+/// A node asking what to do, and saying how it is. Sent by the CD's boot
+/// manager at every boot and by the installed node's supervisor every
+/// [`CheckinResponse::checkin_interval_secs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckinRequest {
+    /// Must be the node the request is authenticated as (else `bad_request`).
     pub node_id: NodeId,
+    /// What the node is doing now.
     pub run_level: RunLevel,
+    /// The version of the CD the node booted from ([`crate::cd::CdInfo::cd_version`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootcd_version: Option<String>,
     /// Version of the installed OS (the `base` package), if any.
@@ -159,10 +204,13 @@ pub struct CheckinRequest {
     /// Id of the running or installed deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
+    /// Sent by the CD (the installed node's hardware does not change under it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware: Option<HardwareSummary>,
+    /// Sent by the installed node's supervisor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSummary>,
+    /// Seconds since the kernel started (`CLOCK_BOOTTIME`).
     pub uptime_secs: u64,
     /// The node's own clock, so the server can show how far off it is.
     pub node_time: Timestamp,
@@ -172,21 +220,33 @@ pub struct CheckinRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "lowercase")]
 pub enum WireNetwork {
+    /// Addresses from a DHCP server.
     Dhcp,
+    /// A fixed IPv4 configuration.
     Static {
+        /// The node's address.
         address: std::net::Ipv4Addr,
+        /// Network prefix length, 0..=32.
         prefix: u8,
+        /// Default route, if the node has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gateway: Option<std::net::Ipv4Addr>,
+        /// Name servers, in order of preference.
         #[serde(default)]
         dns: Vec<std::net::IpAddr>,
     },
 }
 
+/// The server's answer to a check-in (and to [`InstallReport`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckinResponse {
+    /// What the admins want the node to do now; it wins over whatever the
+    /// node was doing.
     pub boot_state: BootState,
+    /// The node's fully qualified name as registered.
     pub hostname: String,
+    /// The node's network as registered (the node reports a difference; it
+    /// keeps the config it booted with).
     pub network: WireNetwork,
     /// The server's clock when it answered; the reply is bound to the
     /// request's nonce (see [`auth`]), so a node may set its clock from it.
@@ -204,48 +264,68 @@ pub struct CheckinResponse {
     pub reboot_requested: bool,
 }
 
+/// One step of a boot or install as the node saw it, for the server's
+/// progress log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressEvent {
     /// A step name from DESIGN.md §5, e.g. `reinstall/install`.
     pub step: String,
+    /// How far the step is, 0..=100, for steps that can tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<u8>,
+    /// One line for people (at most 4096 bytes on the server).
     pub message: String,
+    /// The node's clock when the event happened.
     pub at: Timestamp,
 }
 
+/// Progress events sent together (the node batches them in the background).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressReport {
+    /// In the order they happened.
     pub events: Vec<ProgressEvent>,
 }
 
+/// A step that failed, and where the node went because of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReport {
+    /// The step that failed (DESIGN.md §5 names).
     pub step: String,
+    /// The error with its causes on one line.
     pub error: String,
     /// The last lines of the node's log.
     pub log_tail: Vec<String>,
     /// Where the node went after the failure (normally `debug`).
     pub now_in: RunLevel,
+    /// The node's clock when the step failed.
     pub at: Timestamp,
 }
 
+/// A package of an installed deployment, as its signed target said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstalledPackage {
+    /// Package name in the repository's targets (`kernel`, `base`, …).
     pub name: String,
+    /// The version the signed target gives.
     pub version: String,
+    /// Hex SHA-256 of the package archive, as signed.
     pub sha256: String,
 }
 
 /// Sent after a successful reinstall; the server then moves the node to `boot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallReport {
+    /// Version of the `base` package installed.
     pub os_version: String,
+    /// Id of the deployment now `current` (`<base version>-<8 hex>`).
     pub deployment: String,
+    /// Every package of the deployment.
     pub packages: Vec<InstalledPackage>,
+    /// Seconds the reinstall took, from preflight to commit.
     pub install_secs: u64,
 }
 
+/// A step in the life of an update on the installed node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateEvent {
@@ -261,20 +341,28 @@ pub enum UpdateEvent {
     Failed,
 }
 
+/// The updater telling the server what happened to an update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateReport {
+    /// What happened.
     pub event: UpdateEvent,
+    /// Version of the `base` package of the deployment concerned.
     pub os_version: String,
+    /// Id of the deployment concerned (for `failed`, the one that was tried).
     pub deployment: String,
+    /// Why, for `rolled_back` and `failed` (the error on one line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The node's clock when it happened.
     pub at: Timestamp,
 }
 
+/// A slice's presence on this node, as the server assigns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sliver {
     /// The slice's name, e.g. `princeton_codeen`.
     pub name: String,
+    /// OpenSSH public key lines allowed to log in to the sliver.
     pub ssh_keys: Vec<String>,
     /// Resources; `rspec.lease_end` is the slice's lease.
     pub rspec: Rspec,
@@ -286,24 +374,35 @@ pub struct Sliver {
 /// `GetSlivers`: every slice assigned to the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliversResponse {
+    /// The node the list is for (the authenticated one).
     pub node_id: NodeId,
+    /// The server's clock when it made the list.
     pub generated_at: Timestamp,
+    /// The site's outgoing bandwidth cap for the whole node, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bwcap: Option<Rate>,
+    /// The complete list: a sliver the node has that is not here is no
+    /// longer assigned to it.
     pub slivers: Vec<Sliver>,
 }
 
 /// An unregistered node announcing itself (no key yet, so no auth).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HelloRequest {
+    /// The version of the CD the machine booted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootcd_version: Option<String>,
+    /// What the machine is; admins find it by its MAC addresses.
     pub hardware: HardwareSummary,
 }
 
+/// The server's answer to a [`HelloRequest`]: it was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloResponse {
+    /// What the person at the console should do next (register the node).
     pub message: String,
+    /// The server's clock. The reply is unauthenticated (the node has no
+    /// key), so it must never set a node's clock.
     pub server_time: Timestamp,
 }
 
@@ -313,6 +412,7 @@ pub struct ApiError {
     /// Machine-readable: `unknown_node`, `bad_signature`, `stale_timestamp`,
     /// `replayed_nonce`, `bad_request`, `too_large`, `not_found`, …
     pub error: String,
+    /// For people: what was wrong, naming the field when there is one.
     pub message: String,
     /// Set on `stale_timestamp` so a node with a wrong clock can fix it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

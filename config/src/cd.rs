@@ -10,6 +10,8 @@ use crate::error::{read_file_text, ConfigError, SourceText};
 use crate::node::ServerUrl;
 use crate::timestamp::Timestamp;
 
+/// The CD's description of itself: signed with the CD, so a node trusts the
+/// server URLs, the clock floor and the fingerprints in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CdInfo {
@@ -28,11 +30,15 @@ pub struct CdInfo {
 }
 
 impl CdInfo {
+    /// Reads and checks `cd.toml`; [`ConfigError::Read`] when the file cannot
+    /// be read, [`ConfigError::Invalid`] (with line and field) otherwise.
     pub fn load(path: &Path) -> Result<CdInfo, ConfigError> {
         let text = read_file_text(path)?;
         CdInfo::from_toml(&text, path)
     }
 
+    /// Parses `cd.toml` text; `source` names it in errors. Unknown fields and
+    /// an empty `server_urls` are refused.
     pub fn from_toml(text: &str, source: &Path) -> Result<CdInfo, ConfigError> {
         let src = SourceText::new(source, text);
         let info: CdInfo = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
@@ -46,6 +52,7 @@ impl CdInfo {
         Ok(info)
     }
 
+    /// The TOML that [`CdInfo::from_toml`] reads back to an equal value.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }

@@ -33,16 +33,23 @@ impl fmt::Display for Location {
 /// Displays as `FILE:LINE:COLUMN: FIELD: MESSAGE`, the form editors jump to.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The text was read but is not a valid configuration: bad syntax, a
+    /// wrong type, an unknown field or a value that breaks a rule.
     #[error("{location}: {}{message}", field_prefix(field))]
     Invalid {
+        /// Where the problem is (file, and line and column when known).
         location: Location,
         /// Dotted path of the offending field, e.g. `network.prefix`.
         field: Option<String>,
+        /// What is wrong, for people; says what would be right.
         message: String,
     },
+    /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{}: cannot read: {source}", path.display())]
     Read {
+        /// The file that was asked for.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },

@@ -9,6 +9,8 @@
 //!
 //! This crate does no I/O beyond reading the file it is asked to parse.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod cd;
 mod error;

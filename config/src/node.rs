@@ -38,9 +38,15 @@ impl fmt::Display for NodeId {
 pub struct NodeKey(String);
 
 impl NodeKey {
+    /// Shortest key accepted, in characters (= bytes: the key is ASCII).
     pub const MIN_LEN: usize = 32;
+    /// Longest key accepted, in characters; bounds what a hostile config
+    /// can make the node hold and hash.
     pub const MAX_LEN: usize = 256;
 
+    /// Checks a key: [`MIN_LEN`](Self::MIN_LEN) to [`MAX_LEN`](Self::MAX_LEN)
+    /// printable ASCII characters without spaces or `"` (so it survives
+    /// `plnode.txt` quoting). The error says which rule failed, never the key.
     pub fn new(key: impl Into<String>) -> Result<NodeKey, String> {
         let key = key.into();
         if key.len() < Self::MIN_LEN {
@@ -69,6 +75,7 @@ impl NodeKey {
         self.0.as_bytes()
     }
 
+    /// The key as text, for writing it into a node config. Never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -93,6 +100,7 @@ impl<'de> Deserialize<'de> for NodeKey {
 pub struct DnsName(String);
 
 impl DnsName {
+    /// The name in lowercase, without a trailing dot.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -191,6 +199,7 @@ impl<'de> Deserialize<'de> for MacAddr {
 pub struct Prefix(u8);
 
 impl Prefix {
+    /// A prefix of `len` bits; an error above 32.
     pub fn new(len: u8) -> Result<Prefix, String> {
         if len > 32 {
             Err(format!("prefix length {len} is out of range (0 to 32)"))
@@ -198,9 +207,12 @@ impl Prefix {
             Ok(Prefix(len))
         }
     }
+    /// The length in bits, 0..=32.
     pub fn bits(self) -> u8 {
         self.0
     }
+    /// The netmask with the first [`bits`](Self::bits) bits set (`/24` →
+    /// 255.255.255.0, `/0` → 0.0.0.0).
     pub fn netmask(self) -> Ipv4Addr {
         Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(self.0)).unwrap_or(0))
     }
@@ -213,9 +225,11 @@ impl Prefix {
         }
         Ok(Prefix(len as u8))
     }
+    /// The network address of `addr` under this prefix (host bits cleared).
     pub fn network(self, addr: Ipv4Addr) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(addr) & u32::from(self.netmask()))
     }
+    /// The broadcast address of `addr`'s network (host bits set).
     pub fn broadcast(self, addr: Ipv4Addr) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(addr) | !u32::from(self.netmask()))
     }
@@ -245,22 +259,33 @@ pub enum InterfaceChoice {
 /// Static addressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticNetwork {
+    /// The node's address.
     pub address: Ipv4Addr,
+    /// Length of the network prefix `address` is on.
     pub prefix: Prefix,
+    /// Default route; `None` for a node that reaches only its own network.
+    /// When set, it is inside `address`'s network (checked on load).
     pub gateway: Option<Ipv4Addr>,
+    /// Name servers in order of preference; may be empty when the boot
+    /// servers are given by address.
     pub dns: Vec<IpAddr>,
 }
 
 /// How the node gets its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addressing {
+    /// Ask a DHCP server (address, prefix, router and name servers).
     Dhcp,
+    /// Use these, ask no one.
     Static(StaticNetwork),
 }
 
+/// The node's network: which interface, and how it is addressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
+    /// The interface to bring up (only one is used).
     pub interface: InterfaceChoice,
+    /// How it gets its address.
     pub addressing: Addressing,
 }
 
@@ -271,6 +296,7 @@ pub struct NetworkConfig {
 pub struct ServerUrl(String);
 
 impl ServerUrl {
+    /// The URL as given, without a trailing `/`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -337,10 +363,17 @@ impl<'de> Deserialize<'de> for ServerUrl {
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
+    /// The node's number in the boot server's registry; names it in every
+    /// authenticated request.
     pub node_id: NodeId,
+    /// The secret shared with the boot server (see [`NodeKey`]).
     pub key: NodeKey,
+    /// The host name; with `domain` set, the part before it (see
+    /// [`NodeConfig::fqdn`]).
     pub hostname: DnsName,
+    /// The DNS domain the host name is in, if given separately.
     pub domain: Option<DnsName>,
+    /// How the node reaches the network.
     pub network: NetworkConfig,
     /// Boot servers to try in order; empty means "the ones on the CD".
     pub server_urls: Vec<ServerUrl>,

@@ -32,6 +32,7 @@ const KNOWN: &[&str] = &[
 /// The result of an import: the config and what was ignored along the way.
 #[derive(Debug)]
 pub struct Imported {
+    /// The node config the lines describe, validated like a `node.toml`.
     pub config: NodeConfig,
     /// Lines that were understood but not used (unknown names), one message each.
     pub warnings: Vec<String>,

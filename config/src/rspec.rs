@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::timestamp::Timestamp;
 use crate::units::{ByteSize, Rate};
 
+/// What one sliver may use on one node. Every field has a default, so `{}`
+/// is a valid rspec (the paper's default sliver); unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rspec {

@@ -17,19 +17,27 @@ use crate::units::ByteSize;
 /// The file name inside the working directory.
 pub const FILE_NAME: &str = "bootserver.toml";
 
+/// `bootserver.toml`: one section per concern; `[server]` and `[tls]` are
+/// required, the others have defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Where to listen and how nodes reach the server.
     pub server: ServerSection,
+    /// The server's TLS identity and the CA nodes trust.
     pub tls: TlsSection,
+    /// Request authentication.
     #[serde(default)]
     pub auth: AuthSection,
+    /// What the server tells nodes, and what it keeps about them.
     #[serde(default)]
     pub nodes: NodesSection,
+    /// Bounds on what clients may make the server hold.
     #[serde(default)]
     pub limits: LimitsSection,
 }
 
+/// `[server]`: the listening address and the URLs nodes use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
@@ -41,6 +49,7 @@ pub struct ServerSection {
     pub urls: Vec<ServerUrl>,
 }
 
+/// `[tls]`: PEM files, relative to the working directory unless absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
@@ -56,10 +65,12 @@ pub struct TlsSection {
     pub ca_key: Option<PathBuf>,
 }
 
+/// `[auth]`: request authentication (DESIGN.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
-    /// How far a request's timestamp may be from the server's clock.
+    /// How far, in seconds, a request's timestamp may be from the server's
+    /// clock either way (default 300). Also how long nonces are remembered.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_secs: u32,
 }
@@ -76,10 +87,12 @@ impl Default for AuthSection {
     }
 }
 
+/// `[nodes]`: what nodes are told, and how much of their history is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodesSection {
-    /// How often nodes should check in (told to them in every reply).
+    /// Seconds between an installed node's check-ins (told to them in every
+    /// reply; default 300).
     #[serde(default = "default_checkin_interval")]
     pub checkin_interval_secs: u64,
     /// Progress events and failure reports kept per node (newest win).
@@ -107,6 +120,7 @@ impl Default for NodesSection {
     }
 }
 
+/// `[limits]`: bounds on what clients can make the server hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {

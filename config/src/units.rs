@@ -14,15 +14,19 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 pub struct Rate(u64);
 
 impl Rate {
+    /// A rate of `bps` bits per second.
     pub const fn from_bits_per_sec(bps: u64) -> Rate {
         Rate(bps)
     }
+    /// The rate in bits per second (what tc's `rate` and `ceil` take as `bit`).
     pub const fn bits_per_sec(self) -> u64 {
         self.0
     }
+    /// `n` kbit/s in tc's decimal units: `n` × 1000 bit/s.
     pub const fn kbit(n: u64) -> Rate {
         Rate(n * 1_000)
     }
+    /// `n` Mbit/s in tc's decimal units: `n` × 1 000 000 bit/s.
     pub const fn mbit(n: u64) -> Rate {
         Rate(n * 1_000_000)
     }
@@ -33,20 +37,27 @@ impl Rate {
 pub struct ByteSize(u64);
 
 impl ByteSize {
+    /// A size of `n` bytes.
     pub const fn from_bytes(n: u64) -> ByteSize {
         ByteSize(n)
     }
+    /// The size in bytes.
     pub const fn bytes(self) -> u64 {
         self.0
     }
+    /// `n` mebibytes (`n` × 2^20 bytes).
     pub const fn mib(n: u64) -> ByteSize {
         ByteSize(n << 20)
     }
+    /// `n` gibibytes (`n` × 2^30 bytes).
     pub const fn gib(n: u64) -> ByteSize {
         ByteSize(n << 30)
     }
 }
 
+/// A rate or size that does not parse: no number, an unknown unit, or a
+/// value that does not fit in 64 bits. The text names the input and the
+/// units accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UnitError(String);

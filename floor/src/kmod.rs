@@ -50,6 +50,17 @@ pub enum KmodError {
         /// The module directory.
         dir: PathBuf,
     },
+    /// Dependencies nest deeper than any kernel's: the index is broken (a
+    /// real `modules.dep` lists every dependency of a module on its line),
+    /// and a plan cut at some depth would load a module before its own
+    /// dependencies.
+    #[error("kernel module {name:?} in {}: dependencies nest more than {MAX_DEPTH} deep", dir.display())]
+    TooDeep {
+        /// The name asked for.
+        name: String,
+        /// The module directory.
+        dir: PathBuf,
+    },
     /// A line of an index file has the wrong shape (strict readers only).
     #[error("{}: line {}: {}", dir.join(problem.file).display(), problem.line, problem.reason)]
     Malformed {
@@ -118,6 +129,15 @@ pub struct ModuleIndex {
     builtin: BTreeSet<String>,
     texts: IndexTexts,
     problems: Vec<Problem>,
+}
+
+/// A load plan being made: modules planned (in order), and the modules on
+/// the path being walked.
+#[derive(Debug, Default)]
+struct Walk {
+    order: Vec<(String, bool)>,
+    done: HashSet<String>,
+    visiting: HashSet<String>,
 }
 
 /// How deep dependency chains may go before the index counts as broken
@@ -365,12 +385,11 @@ impl ModuleIndex {
     /// failure to load is not fatal). A built-in name needs nothing.
     pub fn load_plan(&self, name: &str) -> Result<Vec<(String, bool)>, KmodError> {
         let found = self.lookup(name).ok_or_else(|| self.missing(name))?;
-        let mut order = Vec::new();
-        let mut seen = HashSet::new();
+        let mut walk = Walk::default();
         for module in found {
-            self.visit(&module, false, &mut order, &mut seen, 0)?;
+            self.visit(&module, false, &mut walk, 0)?;
         }
-        Ok(order)
+        Ok(walk.order)
     }
 
     /// [`load_plan`](Self::load_plan) without the soft marks.
@@ -385,17 +404,38 @@ impl ModuleIndex {
         }
     }
 
+    /// Adds `module` to the plan after what it needs. A module on the
+    /// current path (a dependency cycle) is skipped; one that failed (a
+    /// soft dependency that cannot be had) leaves nothing behind, so a
+    /// module that needs it for real still meets the failure.
     fn visit(
         &self,
         module: &str,
         soft: bool,
-        order: &mut Vec<(String, bool)>,
-        seen: &mut HashSet<String>,
+        walk: &mut Walk,
         depth: usize,
     ) -> Result<(), KmodError> {
-        if depth > MAX_DEPTH || !seen.insert(module.to_string()) {
+        if depth > MAX_DEPTH {
+            return Err(KmodError::TooDeep {
+                name: module.to_string(),
+                dir: self.dir.clone(),
+            });
+        }
+        if walk.done.contains(module) || !walk.visiting.insert(module.to_string()) {
             return Ok(());
         }
+        let result = self.visit_needs(module, soft, walk, depth);
+        walk.visiting.remove(module);
+        result
+    }
+
+    fn visit_needs(
+        &self,
+        module: &str,
+        soft: bool,
+        walk: &mut Walk,
+        depth: usize,
+    ) -> Result<(), KmodError> {
         let entry = self
             .modules
             .get(module)
@@ -404,16 +444,17 @@ impl ModuleIndex {
         for name in softdep.map(|s| s.pre.as_slice()).unwrap_or_default() {
             for real in self.lookup(name).unwrap_or_default() {
                 // A soft dependency that cannot be had is not an error.
-                let _ = self.visit(&real, true, order, seen, depth + 1);
+                let _ = self.visit(&real, true, walk, depth + 1);
             }
         }
         for dep in entry.deps.iter().rev() {
-            self.visit(dep, soft, order, seen, depth + 1)?;
+            self.visit(dep, soft, walk, depth + 1)?;
         }
-        order.push((module.to_string(), soft));
+        walk.done.insert(module.to_string());
+        walk.order.push((module.to_string(), soft));
         for name in softdep.map(|s| s.post.as_slice()).unwrap_or_default() {
             for real in self.lookup(name).unwrap_or_default() {
-                let _ = self.visit(&real, true, order, seen, depth + 1);
+                let _ = self.visit(&real, true, walk, depth + 1);
             }
         }
         Ok(())

@@ -1,6 +1,9 @@
 //! `bootcd`'s readers of an untrusted CD image: the ISO 9660 directory
 //! walk that finds the per-node area and `plnode/cd.toml`, and the
 //! per-node area's cpio check. Must never panic or allocate without bound.
+//!
+//! Seeds: `bootcd/tests/data` (per-node areas, good and hostile, and two
+//! small ISO images carrying one).
 #![no_main]
 
 use std::io::Cursor;

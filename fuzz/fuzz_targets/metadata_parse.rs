@@ -2,6 +2,9 @@
 //! plus the other small JSON documents pkgsign reads (detached signatures,
 //! install manifests). Must never panic; a parsed value must re-encode to
 //! bytes that parse back to the same value.
+//!
+//! Seeds: `pkgsign/tests/data` (hostile documents and the metadata of every
+//! attack scenario).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

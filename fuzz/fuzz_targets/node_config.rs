@@ -1,6 +1,8 @@
 //! A node config of either form (TOML or plnode.txt), from anywhere a node
 //! may find one (a USB stick, the CD's per-node area, the kernel command
 //! line): never a panic, and an accepted config survives a TOML round trip.
+//!
+//! Seeds: `config/tests/data/node`, `config/examples`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,7 @@
 //! PlanetLab's plnode.txt import: never a panic, and an imported config
 //! exports to plnode.txt and imports back to the same value.
+//!
+//! Seeds: `config/tests/data/node`, `config/examples`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

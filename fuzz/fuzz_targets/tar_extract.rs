@@ -1,9 +1,14 @@
-//! Safe extraction of arbitrary bytes as a package. Must never panic and
-//! never write outside the destination; whatever it accepts must match the
-//! manifest it records.
+//! Safe extraction of arbitrary bytes as a package, gzip'd (recognised by
+//! its magic number, as a package is) or a bare tar, as an ordinary package
+//! and as a base image. Must never panic and never write outside the
+//! destination; whatever it accepts must match the manifest it records.
+//!
+//! Seeds: `pkgsign/tests/data` (every tar escape, a decompression bomb, the
+//! packages of the repository fixtures).
 #![no_main]
 
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
@@ -21,10 +26,7 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&flags, archive)) = data.split_first() else {
-        return;
-    };
+fn extract(archive: &[u8], base_image: bool) {
     let Ok(tmp) = tempfile::tempdir() else { return };
     // tmp/outer/inner/root: escapes upward would show up as extra names.
     let dest = tmp.path().join("outer/inner/root");
@@ -32,36 +34,33 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let policy = ExtractPolicy {
-        base_image: flags & 1 != 0,
+        base_image,
         preserve_ownership: false,
         max_unpacked: 1 << 20,
     };
     let mut manifest = Manifest::default();
-    let result = if flags & 2 != 0 {
-        let gunzip = flate2::bufread::MultiGzDecoder::new(archive);
-        extract_tar(gunzip, &dest, "", &policy, &mut manifest)
+    let source: Box<dyn Read> = if archive.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(archive))
     } else {
-        extract_tar(archive, &dest, "", &policy, &mut manifest)
+        Box::new(archive)
     };
-    assert_eq!(
-        names(tmp.path()),
-        ["outer"],
-        "wrote outside the destination"
-    );
-    assert_eq!(
-        names(&tmp.path().join("outer")),
-        ["inner"],
-        "wrote outside the destination"
-    );
-    assert_eq!(
-        names(&tmp.path().join("outer/inner")),
-        ["root"],
-        "wrote outside the destination"
-    );
+    let result = extract_tar(source, &dest, "", &policy, &mut manifest);
+    for (dir, only) in [
+        (tmp.path().to_path_buf(), "outer"),
+        (tmp.path().join("outer"), "inner"),
+        (tmp.path().join("outer/inner"), "root"),
+    ] {
+        assert_eq!(names(&dir), [only], "wrote outside the destination");
+    }
     if result.is_ok() {
         if let Err(e) = verify_tree(&dest, &manifest, true) {
             panic!("extracted tree differs from its manifest: {e}");
         }
     }
     let _ = remove_tree(tmp.path());
+}
+
+fuzz_target!(|data: &[u8]| {
+    extract(data, false);
+    extract(data, true);
 });

@@ -207,6 +207,7 @@ pub fn probe(dev: &Path) -> Option<FsInfo> {
 }
 
 /// A file system mounted (read-only unless asked) for as long as this lives.
+#[derive(Debug)]
 pub struct Mounted {
     pub dir: PathBuf,
     pub dev: PathBuf,

@@ -35,6 +35,7 @@ pub enum ServerError {
 }
 
 /// A node's client for the boot server API.
+#[derive(Debug)]
 pub struct ServerClient {
     urls: Vec<ServerUrl>,
     client: reqwest::blocking::Client,

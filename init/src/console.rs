@@ -46,6 +46,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Where output goes.
+#[derive(Debug)]
 pub enum Output {
     /// The machine's consoles: serial port(s) and the screen (PID 1).
     Devices,

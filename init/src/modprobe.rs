@@ -62,6 +62,7 @@ pub fn device_modaliases(sys_devices: &Path) -> BTreeSet<String> {
 }
 
 /// Loads modules and remembers what is loaded.
+#[derive(Debug)]
 pub struct Loader {
     pub index: ModuleIndex,
     loaded: HashSet<String>,

@@ -94,6 +94,7 @@ pub fn start_reaper() {
 }
 
 /// A child we started.
+#[derive(Debug)]
 pub struct Child {
     inner: std::process::Child,
     exit: Option<Receiver<Exit>>,
@@ -230,6 +231,7 @@ impl Child {
 }
 
 /// The result of [`run`].
+#[derive(Debug)]
 pub struct Output {
     pub exit: Exit,
     pub stdout: String,

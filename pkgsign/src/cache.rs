@@ -217,6 +217,24 @@ impl PackageCache {
             file.set_len(0).map_err(local(&partial))?;
             kept = 0;
         }
+        // A source that announces more than the signed length (a file or a
+        // Content-Length too long) is refused before a byte is read, like
+        // one that sends more: nothing it gave is kept for the next attempt.
+        let not_opened = |file: &File, kept: u64, source: FetchError| match source {
+            FetchError::TooLong { .. } => {
+                drop(file.set_len(0));
+                let _ = fs::remove_file(&partial);
+                CacheError::TooLong {
+                    package: name.clone(),
+                    source,
+                }
+            }
+            source => CacheError::Network {
+                package: name.clone(),
+                kept,
+                source,
+            },
+        };
         let network = |kept: u64, source: FetchError| CacheError::Network {
             package: name.clone(),
             kept,
@@ -240,15 +258,15 @@ impl PackageCache {
                     watch.request();
                     source
                         .fetch(&info.path, info.length)
-                        .map_err(|e| network(0, e))?
+                        .map_err(|e| not_opened(&file, 0, e))?
                 }
-                Err(e) => return Err(network(kept, e)),
+                Err(e) => return Err(not_opened(&file, kept, e)),
             }
         } else {
             watch.request();
             source
                 .fetch(&info.path, info.length)
-                .map_err(|e| network(0, e))?
+                .map_err(|e| not_opened(&file, 0, e))?
         };
         let held = File::open(&partial).map_err(local(&partial))?.take(kept);
         let (mut verified, _) =
@@ -407,6 +425,34 @@ mod tests {
             .unwrap();
         assert_eq!(f.downloaded, 6);
         assert_eq!(fs::read(cache.complete_path(&p)).unwrap(), b"signed");
+    }
+
+    #[test]
+    fn a_source_announcing_more_than_signed_is_refused_and_leaves_nothing() {
+        let (repo, cache_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let p = package(b"signed");
+        let cache = PackageCache::new(cache_dir.path());
+        let partial = cache.partial_path(&p);
+        fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        // Kept from an earlier attempt at the same hostile source; then the
+        // source offers more than the signed length, whether the download
+        // starts over or resumes.
+        for kept in [&b""[..], b"evi"] {
+            fs::write(&partial, kept).unwrap();
+            repo_with(repo.path(), &p, b"evil and more");
+            let e = cache
+                .ensure(&DirFetcher::new(repo.path()), &p, &Quiet)
+                .unwrap_err();
+            assert!(matches!(e, CacheError::TooLong { .. }), "{e}");
+            assert!(e.is_refusal());
+            assert!(!partial.exists(), "kept bytes of a refused source");
+            // So the signed file, from anywhere, arrives in one attempt.
+            repo_with(repo.path(), &p, b"signed");
+            cache
+                .ensure(&DirFetcher::new(repo.path()), &p, &Quiet)
+                .unwrap();
+            fs::remove_file(cache.complete_path(&p)).unwrap();
+        }
     }
 
     #[test]

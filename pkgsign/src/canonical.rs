@@ -18,15 +18,21 @@ pub const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid JSON at byte {offset}: {reason}")]
 pub struct ParseError {
+    /// Byte offset into the input where the parser stopped (0-based).
     pub offset: usize,
+    /// What was wrong there, e.g. `duplicate key` or `floats are not allowed`.
     pub reason: &'static str,
 }
 
 /// A value that has no canonical encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// The value holds a float: two encoders could print it differently, so
+    /// it cannot be signed.
     #[error("floating-point numbers have no canonical encoding")]
     Float,
+    /// `serde` could not turn the value into JSON (a map with non-string
+    /// keys, a failing `Serialize` impl); the text is serde's.
     #[error("value cannot be represented as JSON: {0}")]
     Serialize(String),
 }

@@ -19,36 +19,64 @@ use crate::metadata::Sha256Digest;
 /// Largest signature file accepted.
 pub const MAX_SIGNATURE_FILE: u64 = 4096;
 
+/// A signature file (`FILE.sig`): the length and hash of the content, and one
+/// key's signature over them. Only [`check_signature`](Self::check_signature)
+/// makes the fields trustworthy; until then they are what the file says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetachedSignature {
+    /// The key that signed; must be among the verifier's trusted keys.
     pub keyid: KeyId,
+    /// SHA-256 of the whole content.
     pub sha256: Sha256Digest,
+    /// Length of the content in bytes; a verifier reads at most one byte more.
     pub length: u64,
+    /// The ed25519 signature (128 hex digits) over the domain-separated
+    /// message naming `length` and `sha256`.
     pub sig: String,
 }
 
+/// Why signing or verifying a detached signature failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DetachedError {
+    /// A named file (the content or the signature file) could not be opened or read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
+    /// Reading the content stream failed part-way.
     #[error("reading the signed content: {0}")]
     Read(#[source] io::Error),
+    /// The signature file is not a valid signature: not canonical-JSON
+    /// parsable, an unknown or missing field, `sig` not hex, or larger than
+    /// [`MAX_SIGNATURE_FILE`].
     #[error("signature file: {0}")]
     Format(String),
+    /// The signing key is not among the trusted keys.
     #[error("signed by key {0}, which is not trusted")]
     UnknownKey(KeyId),
+    /// The signature does not verify with the named (trusted) key: the
+    /// length or hash in the file was changed, or it was not signed by it.
     #[error("signature does not verify with key {0}")]
     BadSignature(KeyId),
+    /// The content is shorter or longer than signed.
     #[error("content is {found} bytes, signature covers {expected}")]
-    WrongLength { expected: u64, found: u64 },
+    WrongLength {
+        /// The signed length.
+        expected: u64,
+        /// Bytes read; at most `expected + 1`, since reading stops there.
+        found: u64,
+    },
+    /// The content has the signed length but other bytes.
     #[error("content sha256 {found} differs from the signed {expected}")]
     WrongHash {
+        /// The signed hash.
         expected: Sha256Digest,
+        /// The hash of what was read.
         found: Sha256Digest,
     },
 }
@@ -79,17 +107,22 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<(u64, Sha256Digest)> {
 }
 
 impl DetachedSignature {
+    /// The signature file's bytes: canonical JSON and a newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut bytes = canonical::to_vec(self).unwrap_or_default();
         bytes.push(b'\n');
         bytes
     }
 
+    /// Parses a signature file strictly (canonical-JSON parser: no duplicate
+    /// keys, no floats; no unknown fields). Does not check the signature.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DetachedError> {
         let value = canonical::parse(bytes).map_err(|e| DetachedError::Format(e.to_string()))?;
         serde_json::from_value(value).map_err(|e| DetachedError::Format(e.to_string()))
     }
 
+    /// Reads and parses a signature file of at most [`MAX_SIGNATURE_FILE`]
+    /// bytes (a larger one is [`DetachedError::Format`]).
     pub fn load(path: &Path) -> Result<Self, DetachedError> {
         let io_err = |source| DetachedError::Io {
             path: path.into(),

@@ -22,28 +22,55 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Errors about keys and key files.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// A key file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// A new key file would replace an existing one; key files are never
+    /// overwritten (a lost release key cannot be recovered).
     #[error("{path}: already exists; refusing to overwrite a key file")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The file is not a PKCS#8 PEM ed25519 secret key (wrong format, wrong
+    /// algorithm, or a public key).
     #[error("{path}: not a PKCS#8 PEM ed25519 secret key")]
-    BadSecretPem { path: PathBuf },
+    BadSecretPem {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is neither an SPKI PEM ed25519 public key nor (where
+    /// accepted) a secret key to derive one from.
     #[error("{path}: not an SPKI PEM ed25519 public key")]
-    BadPublicPem { path: PathBuf },
+    BadPublicPem {
+        /// The file.
+        path: PathBuf,
+    },
+    /// 32 bytes that are not a usable ed25519 public key (not a curve point,
+    /// or a small-order point that would accept forged signatures), or text
+    /// that is not 64 lowercase hex digits.
     #[error("not an ed25519 public key: {0}")]
     BadPublicKey(String),
+    /// A key id that is not 64 lowercase hex digits.
     #[error("invalid key id {0:?}: expected 64 lowercase hex digits")]
     BadKeyId(String),
+    /// A signature that is not 64 bytes (128 hex digits).
     #[error("bad signature encoding: expected 128 hex digits")]
     BadSignatureEncoding,
+    /// The signature is well formed but not valid for this key and message
+    /// (strict ed25519: non-canonical encodings are refused too).
     #[error("signature does not verify")]
     BadSignature,
+    /// The operating system's random generator failed; no key was made.
     #[error("system random generator failed: {0}")]
     Random(String),
+    /// Encoding a key as PEM failed (the encoder's message).
     #[error("encoding key as PEM failed: {0}")]
     Encode(String),
 }
@@ -58,6 +85,7 @@ impl KeyId {
         KeyId(Sha256::digest(public).into())
     }
 
+    /// The 32 bytes of the SHA-256.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -153,14 +181,18 @@ impl PublicKey {
         Self::from_bytes(&bytes)
     }
 
+    /// The 64 lowercase hex digits of the raw key (the metadata's
+    /// `keyval.public`); [`PublicKey::from_hex`] reads it back.
     pub fn to_hex(&self) -> String {
         hex::encode(self.key.as_bytes())
     }
 
+    /// The raw 32-byte ed25519 public key.
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.key.as_bytes()
     }
 
+    /// The key's id, hex(sha256(raw key)), as metadata names it.
     pub fn id(&self) -> &KeyId {
         &self.id
     }
@@ -196,6 +228,7 @@ impl PublicKey {
         }
     }
 
+    /// SPKI PEM text (what `NAME.pub` holds and `openssl pkey -pubin` reads).
     pub fn to_pem(&self) -> Result<String, KeyError> {
         self.key
             .to_public_key_pem(LineEnding::LF)
@@ -256,6 +289,8 @@ impl SecretKey {
         Self::from_pem(&text).ok_or_else(|| KeyError::BadSecretPem { path: path.into() })
     }
 
+    /// PKCS#8 PEM text of the secret key. The text is the secret: write it
+    /// only to a file of mode 0600 ([`SecretKey::save_new`] does).
     pub fn to_pem(&self) -> Result<String, KeyError> {
         // PKCS#8 v1 (seed only): OpenSSL 3.0 does not read the v2 form
         // that also embeds the public key.
@@ -269,14 +304,18 @@ impl SecretKey {
             .map_err(|e| KeyError::Encode(e.to_string()))
     }
 
+    /// The matching public key.
     pub fn public(&self) -> &PublicKey {
         &self.public
     }
 
+    /// The id of the matching public key.
     pub fn id(&self) -> &KeyId {
         &self.public.id
     }
 
+    /// The ed25519 signature of `message` (deterministic: the same key and
+    /// message always give the same signature).
     pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
         use ed25519_dalek::Signer;
         self.key.sign(message).to_bytes()

@@ -34,6 +34,8 @@
 //!   that downloads resume into (`Range` + `If-Range`).
 //! - [`detached`]: detached signatures over a reader or a file (ISO images).
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod canonical;
 pub mod detached;

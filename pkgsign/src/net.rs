@@ -20,16 +20,25 @@ use rustls::{CertificateError, ClientConfig, RootCertStore};
 /// Errors building a client.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// The CA PEM holds no `CERTIFICATE` block: a client that trusts
+    /// nothing would fail every connection, so it is not built.
     #[error("CA file holds no PEM certificate")]
     NoCaCertificate,
+    /// A `CERTIFICATE` block is not valid PEM or not a certificate rustls
+    /// accepts as a trust anchor.
     #[error("CA certificate rejected: {0}")]
     BadCaCertificate(String),
+    /// rustls refused the configuration (no protocol version in common with
+    /// the provider).
     #[error("TLS configuration failed: {0}")]
     Tls(String),
+    /// The proxy is not a URL reqwest accepts (`http://host:port`).
     #[error("bad proxy URL {0:?}")]
     BadProxy(String),
+    /// A repository base URL that does not parse, or is not `http(s)`.
     #[error("bad URL {0}")]
     BadUrl(String),
+    /// reqwest could not build the client; the text explains why.
     #[error("building the HTTP client failed: {0}")]
     Client(String),
 }
@@ -39,6 +48,7 @@ pub enum NetError {
 pub struct ClientOptions {
     /// PEM of the only CA(s) to trust.
     pub ca_pem: Vec<u8>,
+    /// Longest wait for the TCP connection and TLS handshake.
     pub connect_timeout: Duration,
     /// Longest wait for any single read (and for the response headers).
     pub read_timeout: Duration,
@@ -49,6 +59,8 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// Trusts `ca_pem` only; 10 s to connect, 30 s per read, no proxy, no
+    /// clock floor.
     pub fn new(ca_pem: Vec<u8>) -> Self {
         ClientOptions {
             ca_pem,
@@ -67,6 +79,8 @@ pub struct FlooredClock {
 }
 
 impl FlooredClock {
+    /// A clock that never reads earlier than `floor` (a time before 1970
+    /// counts as 1970).
     pub fn new(floor: SystemTime) -> Self {
         FlooredClock {
             floor: floor.duration_since(UNIX_EPOCH).unwrap_or_default(),
@@ -156,7 +170,9 @@ pub enum FailureKind {
     CertificateTime,
     /// Another TLS failure (handshake, protocol, alert).
     Tls,
+    /// Nothing listens at the address (or a firewall said so).
     ConnectionRefused,
+    /// Connecting, or waiting for data, took longer than allowed.
     Timeout,
     /// The host name could not be resolved.
     Dns,
@@ -165,6 +181,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// A short phrase for people, with a hint where one helps.
     pub fn label(&self) -> &'static str {
         match self {
             FailureKind::UntrustedCertificate => "certificate not trusted (unknown CA)",
@@ -184,7 +201,9 @@ impl FailureKind {
 /// One readable reason for a failed request: a category and the detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The category, for a caller's decisions (retry, report).
     pub kind: FailureKind,
+    /// The innermost useful cause, e.g. rustls's or the OS's message.
     pub detail: String,
 }
 

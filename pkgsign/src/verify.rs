@@ -19,7 +19,11 @@ use crate::metadata::{
 /// Size limits on fetched documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Largest root document read, in bytes (nothing signed gives its
+    /// length); default 512 KiB.
     pub max_root_size: u64,
+    /// Largest `timestamp.json` read, in bytes; default 16 KiB. Snapshot and
+    /// targets are read up to the length the document above them signs.
     pub max_timestamp_size: u64,
     /// Root versions walked in one update at most.
     pub max_root_rotations: u64,
@@ -36,57 +40,103 @@ impl Default for Limits {
 }
 
 /// Why an update was refused.
+///
+/// In every case the trusted state is unchanged. `what` names the document
+/// (`metadata/3.snapshot.json`).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// A document could not be fetched, or was longer than its limit (the
+    /// endless-data attack: [`FetchError::TooLong`]).
     #[error("fetching {what}: {source}")]
     Fetch {
+        /// The document.
         what: String,
+        /// Why.
         #[source]
         source: FetchError,
     },
+    /// A document is malformed, of the wrong role, or lacks a threshold of
+    /// valid signatures from the keys the trusted root gives its role (a
+    /// new root lacking the previous root's threshold is
+    /// [`MetadataError::Invalid`], its own is [`MetadataError::Threshold`]).
     #[error("{what}: {source}")]
     Metadata {
+        /// The document.
         what: String,
+        /// Why.
         #[source]
         source: MetadataError,
     },
+    /// A document's version is not the one its name or the document above
+    /// it requires (`N.root.json` must be version N; the snapshot and
+    /// targets must be the versions the timestamp and snapshot pin).
     #[error("{what}: version {found}, expected {expected}")]
     WrongVersion {
+        /// The document.
         what: String,
+        /// The version required.
         expected: u64,
+        /// The version it has.
         found: u64,
     },
+    /// A version older than the one already trusted (the rollback attack):
+    /// of the timestamp, snapshot or targets, or of the version one of them
+    /// pins.
     #[error("{what}: rollback from trusted version {trusted} to {offered}")]
     Rollback {
+        /// The document, or the pinned version, that went back.
         what: String,
+        /// The version trusted so far.
         trusted: u64,
+        /// The older version offered.
         offered: u64,
     },
+    /// A document (the newest root included) expired at or before `now`
+    /// (the freeze attack).
     #[error("{role} metadata expired at {expires} (now {now})")]
     Expired {
+        /// The role of the expired document.
         role: RoleType,
+        /// Its signed expiry.
         expires: floor::Timestamp,
+        /// The time the check was made at.
         now: floor::Timestamp,
     },
+    /// A snapshot or targets document shorter than the length signed for
+    /// it (a longer one is [`VerifyError::Fetch`] with `TooLong`).
     #[error("{what}: length {found} differs from the signed {expected}")]
     WrongLength {
+        /// The document.
         what: String,
+        /// The signed length.
         expected: u64,
+        /// The length received.
         found: u64,
     },
+    /// A snapshot or targets document whose bytes are not the ones signed
+    /// for it (mix-and-match, or tampering).
     #[error("{what}: sha256 {found} differs from the signed {expected}")]
     WrongHash {
+        /// The document.
         what: String,
+        /// The signed hash.
         expected: Sha256Digest,
+        /// The hash of what was received.
         found: Sha256Digest,
     },
+    /// The repository offered more root versions than [`Limits::max_root_rotations`].
     #[error("more than {0} new root versions in one update")]
     TooManyRoots(u64),
+    /// The initial root (the CD's) is not a valid root signed by a
+    /// threshold of its own root keys.
     #[error("initial root: {0}")]
     InitialRoot(#[source] MetadataError),
+    /// The state directory could not be read or written.
     #[error("state directory {path}: {source}")]
     State {
+        /// The file or directory.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -95,13 +145,19 @@ pub enum VerifyError {
 /// What a successful update established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedRepo {
+    /// Version of the trusted root after the update.
     pub root_version: u64,
+    /// Version of the accepted timestamp.
     pub timestamp_version: u64,
+    /// Version of the accepted snapshot.
     pub snapshot_version: u64,
+    /// Version of the accepted targets.
     pub targets_version: u64,
     /// SHA-256 of the targets document (names this set of packages).
     pub targets_sha256: Sha256Digest,
+    /// When the accepted targets expire.
     pub targets_expires: floor::Timestamp,
+    /// Every package the targets list, by name.
     pub targets: BTreeMap<String, TargetInfo>,
 }
 
@@ -121,16 +177,19 @@ impl VerifiedPackage {
         }
     }
 
+    /// The package's name in the targets.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// What the verified targets say about it (length, hash, path, …).
     pub fn info(&self) -> &TargetInfo {
         &self.info
     }
 }
 
 impl VerifiedRepo {
+    /// The package called `name`, if the targets list it.
     pub fn package(&self, name: &str) -> Option<VerifiedPackage> {
         self.targets.get(name).map(|info| VerifiedPackage {
             name: name.to_string(),
@@ -138,7 +197,8 @@ impl VerifiedRepo {
         })
     }
 
-    /// All the named packages, or the first missing name.
+    /// All the named packages in the order given; `Err` carries the first
+    /// name the targets do not list.
     pub fn packages(&self, names: &[impl AsRef<str>]) -> Result<Vec<VerifiedPackage>, String> {
         names
             .iter()
@@ -168,6 +228,7 @@ pub struct Update {
 }
 
 impl Update {
+    /// What the update would establish.
     pub fn repo(&self) -> &VerifiedRepo {
         &self.repo
     }
@@ -179,6 +240,72 @@ const SNAPSHOT_FILE: &str = "snapshot.json";
 const TARGETS_FILE: &str = "targets.json";
 
 /// Verifier state: the trusted root and the newest accepted documents.
+///
+/// # Example
+///
+/// A node starts from a root it trusts (on a real node, the CD's
+/// `root.json`), updates from the repository, and reads a package through
+/// a [`VerifiedReader`](crate::verified::VerifiedReader), which fails unless
+/// the bytes are exactly the signed ones. The repository is made on the spot
+/// with [`crate::repo::Repository`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::Read;
+/// use std::time::SystemTime;
+///
+/// use pkgsign::fetch::{DirFetcher, Fetcher};
+/// use pkgsign::verified::{Expected, VerifiedReader};
+/// use pkgsign::Verifier;
+/// # // Staff side: a repository with one package, one key for every role.
+/// # use std::collections::BTreeMap;
+/// # use pkgsign::metadata::{parse_expiry, RoleType};
+/// # use pkgsign::repo::{Expiries, Repository, RoleSpec};
+/// # use pkgsign::SecretKey;
+/// # let work = tempfile::tempdir()?;
+/// # let repo_dir = work.path().join("repo");
+/// # let key = SecretKey::generate()?;
+/// # let roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+/// #     .into_iter()
+/// #     .map(|role| (role, RoleSpec { keys: vec![key.public().clone()], threshold: 1 }))
+/// #     .collect();
+/// # let expires = parse_expiry("30d", floor::Timestamp::now())?;
+/// # let repo = Repository::init(&repo_dir, &roles, expires, std::slice::from_ref(&key))?;
+/// # let archive = work.path().join("hello.tar.gz");
+/// # let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, Default::default());
+/// # let mut tar = tar::Builder::new(gz);
+/// # let mut header = tar::Header::new_gnu();
+/// # header.set_size(6);
+/// # header.set_mode(0o644);
+/// # header.set_cksum();
+/// # tar.append_data(&mut header, "hello.txt", &b"hello\n"[..])?;
+/// # tar.into_inner()?.finish()?;
+/// # repo.add_package(&archive, "hello", "1.0", false, Default::default())?;
+/// # let expiries = Expiries { targets: expires, snapshot: expires, timestamp: expires };
+/// # repo.publish(std::slice::from_ref(&key), &expiries)?;
+///
+/// let initial_root = std::fs::read(repo_dir.join("metadata/1.root.json"))?;
+/// let mut verifier = Verifier::open(&work.path().join("trust"), &initial_root)?;
+///
+/// // A directory here; `HttpFetcher` for a boot server.
+/// let fetcher = DirFetcher::new(&repo_dir);
+/// let repo = verifier.update(&fetcher, SystemTime::now())?;
+/// assert_eq!(repo.targets_version, 1);
+///
+/// let package = repo.package("hello").expect("listed in the signed targets");
+/// let stream = fetcher.fetch(&package.info().path, package.info().length)?;
+/// let mut verified = VerifiedReader::new(stream, Expected::of_package(&package));
+/// let mut archive = Vec::new();
+/// verified.read_to_end(&mut archive)?; // an error unless length and hash match
+/// assert!(verified.is_verified());
+///
+/// // The accepted metadata is now the trusted state: a later update from a
+/// // repository serving older versions is refused as a rollback.
+/// let reopened = Verifier::open(&work.path().join("trust"), &initial_root)?;
+/// assert_eq!(reopened.trusted_repo(), Some(repo));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Verifier {
     state_dir: PathBuf,
@@ -228,6 +355,8 @@ impl Verifier {
         Self::open_with_limits(state_dir, initial_root, Limits::default())
     }
 
+    /// [`Verifier::open`] with other [`Limits`] (tests of the limits, tools
+    /// for unusual repositories).
     pub fn open_with_limits(
         state_dir: &Path,
         initial_root: &[u8],
@@ -273,6 +402,7 @@ impl Verifier {
         })
     }
 
+    /// The trusted root.
     pub fn root(&self) -> &Root {
         &self.root.doc
     }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 /// The cut times of one run of power-cut trials.
+#[derive(Debug)]
 pub struct PowerCuts {
     pub trials: u32,
     pub seed: u64,

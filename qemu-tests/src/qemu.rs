@@ -168,6 +168,7 @@ pub struct ConsoleMatch {
 }
 
 /// A running guest. Dropping it kills QEMU.
+#[derive(Debug)]
 pub struct Qemu {
     child: Child,
     started: Instant,

@@ -311,6 +311,7 @@ impl Shared {
 /// A boot server running in this process: the `bootserver` admin API on
 /// its own working directory and SQLite database, serving on 127.0.0.1
 /// until the test process ends.
+#[derive(Debug)]
 pub struct BootServer {
     pub workdir: PathBuf,
     pub port: u16,
@@ -476,6 +477,7 @@ pub struct NodeReg {
 }
 
 /// One scenario's world.
+#[derive(Debug)]
 pub struct Lab {
     pub shared: &'static Shared,
     pub dir: PathBuf,
@@ -503,6 +505,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Where a guest should find the installed disk etc.
+#[derive(Debug)]
 pub struct Boot {
     pub firmware: Firmware,
     pub iso: PathBuf,
@@ -833,6 +836,7 @@ impl Lab {
 /// Follows a guest through the markers of a scenario, each with its own
 /// time limit; on failure, the error carries the console tail and the
 /// server's log for the node.
+#[derive(Debug)]
 pub struct Follow<'a> {
     pub qemu: &'a mut Qemu,
     pub lab: &'a Lab,

@@ -57,6 +57,7 @@ pub struct Settings {
 }
 
 /// Shared by every request.
+#[derive(Debug)]
 pub struct App {
     pub settings: Settings,
     pub reads: ReadPool,
@@ -84,6 +85,16 @@ pub struct Server {
     tls: TlsAcceptor,
     app: Arc<App>,
     max_connections: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("app", &self.app)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {

@@ -53,6 +53,23 @@ pub struct RepoFiles {
     cached_bytes: AtomicU64,
 }
 
+/// The snapshot it serves and how much it caches, not the cached bytes.
+impl std::fmt::Debug for RepoFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = match self.current.try_lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .map(|(dir, snapshot)| (dir.clone(), snapshot.files.len())),
+            Err(_) => None,
+        };
+        f.debug_struct("RepoFiles")
+            .field("link", &self.link)
+            .field("current_dir_and_files", &current)
+            .field("cached_bytes", &self.cached_bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl RepoFiles {
     pub fn new(link: &Path) -> RepoFiles {
         RepoFiles {

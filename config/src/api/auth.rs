@@ -19,7 +19,11 @@ use sha2::{Digest, Sha256};
 
 use crate::node::{NodeId, NodeKey};
 
+/// The `Authorization` scheme name, also the first line of the string to sign
+/// (so a signature for this scheme cannot be replayed under another).
 pub const SCHEME: &str = "PLNODE-HMAC-SHA256";
+/// Header carrying the server's reply signature ([`sign_response`]), lowercase
+/// as HTTP/2 and the `http` crate spell header names.
 pub const RESPONSE_SIG_HEADER: &str = "x-plnode-response-sig";
 
 /// A request nonce: 16 random bytes, shown as 32 hex digits.
@@ -31,6 +35,7 @@ impl Nonce {
     pub fn from_random_bytes(bytes: [u8; 16]) -> Nonce {
         Nonce(bytes)
     }
+    /// The 32 lowercase hex digits sent in the header and signed.
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
@@ -42,10 +47,15 @@ impl Nonce {
     }
 }
 
+/// Why a request or reply failed authentication.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The header is not `PLNODE-HMAC-SHA256 node=…,ts=…,nonce=…,sig=…`
+    /// with each field once and well formed; the text says which part.
     #[error("malformed Authorization header: {0}")]
     Malformed(String),
+    /// The HMAC does not match the request (or reply) under the node's key:
+    /// a wrong key, or bytes changed on the way.
     #[error("signature does not match")]
     BadSignature,
 }
@@ -53,8 +63,13 @@ pub enum AuthError {
 /// The parsed `Authorization` header of a node request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthHeader {
+    /// The node the request claims to come from; the server looks its key up
+    /// by this id before checking the signature.
     pub node_id: NodeId,
+    /// The node's clock when it signed, in Unix seconds; the server refuses
+    /// it outside its skew window.
     pub timestamp: i64,
+    /// Fresh per request; the server refuses one it has seen within the window.
     pub nonce: Nonce,
     signature: [u8; 32],
 }

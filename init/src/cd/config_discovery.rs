@@ -66,13 +66,27 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-#[derive(Debug)]
 pub struct Found {
     pub config: NodeConfig,
     /// The text as found, to be copied to the installed disk.
     pub text: String,
     pub source: ConfigSource,
     pub warnings: Vec<String>,
+}
+
+/// Leaves out the text: it holds the node's key.
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("config", &self.config)
+            .field(
+                "text",
+                &format_args!("<{} bytes, redacted>", self.text.len()),
+            )
+            .field("source", &self.source)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 impl Found {
@@ -104,6 +118,7 @@ pub trait Place {
 }
 
 /// A directory (the CD's per-node area, or a mounted file system).
+#[derive(Debug)]
 pub struct DirPlace {
     pub dir: PathBuf,
     pub names: &'static [&'static str],

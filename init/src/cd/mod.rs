@@ -66,6 +66,7 @@ impl From<Failure> for Stop {
 }
 
 /// Everything the steps learn, passed along.
+#[derive(Debug)]
 pub struct Boot {
     pub cd: CdInfo,
     pub cmdline: Cmdline,

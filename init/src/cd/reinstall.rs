@@ -38,7 +38,21 @@ pub struct Inputs<'a> {
     pub reporter: &'a Reporter,
 }
 
+/// Leaves out the node config's text: it holds the node's key.
+impl std::fmt::Debug for Inputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("repo_base", &self.repo_base)
+            .field("client", &self.client)
+            .field("node_config_text", &"<redacted>")
+            .field("preferred_disk", &self.preferred_disk)
+            .field("reporter", &self.reporter)
+            .finish()
+    }
+}
+
 /// The result: the mounted disk and the deployment now `current`.
+#[derive(Debug)]
 pub struct Installed {
     pub mounted: Mounted,
     pub disk: Disk,

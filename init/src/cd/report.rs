@@ -17,7 +17,7 @@ use crate::boot_server::ServerClient;
 use crate::console;
 
 /// Posts progress to the server in the background.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Reporter {
     queue: Sender<ProgressEvent>,
     server: Arc<Mutex<ServerClient>>,

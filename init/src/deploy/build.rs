@@ -208,6 +208,19 @@ pub struct Build<'a> {
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
 }
 
+impl std::fmt::Debug for Build<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Build")
+            .field("disk", &self.disk)
+            .field("repo", &self.repo)
+            .field("packages", &self.packages)
+            .field("plan", &self.plan)
+            .field("running", &self.running)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A built deployment.
 #[derive(Debug, Clone)]
 pub struct Built {

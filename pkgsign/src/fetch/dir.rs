@@ -13,6 +13,8 @@ pub struct DirFetcher {
 }
 
 impl DirFetcher {
+    /// A fetcher for the repository at `base` (the directory holding
+    /// `metadata/` and `targets/`). Nothing is checked until a fetch.
     pub fn new(base: impl Into<PathBuf>) -> Self {
         DirFetcher { base: base.into() }
     }

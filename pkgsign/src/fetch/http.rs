@@ -25,11 +25,13 @@ pub struct DownloadPolicy {
     pub max_attempts: u32,
     /// Wait before the first retry; doubles each time up to `max_backoff`.
     pub initial_backoff: Duration,
+    /// Longest wait between attempts.
     pub max_backoff: Duration,
     /// The average rate over every `rate_window` must reach this (bytes/s),
     /// or the transfer is abandoned: a read timeout alone does not stop a
     /// server that trickles one byte at a time.
     pub min_rate: u64,
+    /// The window `min_rate` is averaged over.
     pub rate_window: Duration,
 }
 

@@ -15,33 +15,79 @@ pub use http::{DownloadPolicy, HttpFetcher};
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The file does not exist (a missing file, or HTTP 404). Ends the root
+    /// walk normally; never retried.
     #[error("{location}: not found")]
-    NotFound { location: String },
+    NotFound {
+        /// The path or URL asked for.
+        location: String,
+    },
+    /// The source has more than the caller's limit (the endless-data attack).
     #[error("{location}: longer than the allowed {limit} bytes")]
-    TooLong { location: String, limit: u64 },
+    TooLong {
+        /// The path or URL.
+        location: String,
+        /// The limit in bytes: a signed length, or a fixed bound for
+        /// documents whose length nothing signed yet.
+        limit: u64,
+    },
+    /// Reading failed (local file system, or a broken stream).
     #[error("{location}: {source}")]
     Io {
+        /// The path or URL.
         location: String,
+        /// What failed.
         #[source]
         source: io::Error,
     },
+    /// The server answered with a status not worth retrying (a 4xx other
+    /// than 404, 408 and 429; 304 for a conditional fetch; an unexpected
+    /// answer to a resume).
     #[error("{location}: server answered HTTP {status}")]
-    Status { location: String, status: u16 },
+    Status {
+        /// The URL.
+        location: String,
+        /// The last status received.
+        status: u16,
+    },
+    /// The server could not be reached, the TLS handshake failed, it kept
+    /// answering 5xx, or the transfer kept breaking, through every attempt
+    /// the [`DownloadPolicy`] allows; also a resume answered with another
+    /// range than asked. `reason` is one readable line ([`crate::net::explain`]).
     #[error("{location}: {reason}")]
-    Network { location: String, reason: String },
+    Network {
+        /// The URL.
+        location: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The transfer fell below the minimum rate over a whole window on the
+    /// last attempt allowed (the slow-retrieval attack).
     #[error("{location}: transfer slower than {min_rate} bytes/s over {window_secs} s (slow-retrieval defence)")]
     TooSlow {
+        /// The URL.
         location: String,
+        /// [`DownloadPolicy::min_rate`], bytes per second.
         min_rate: u64,
+        /// [`DownloadPolicy::rate_window`] in seconds.
         window_secs: u64,
     },
+    /// A resumed download got the whole file back (`If-Range` did not
+    /// match): the file changed on the server, so the part already read is
+    /// worthless.
     #[error("{location}: the file changed on the server during the download")]
-    Changed { location: String },
+    Changed {
+        /// The URL.
+        location: String,
+    },
+    /// The relative path asked for is absolute, empty, or has `.`/`..`
+    /// components: a caller bug or a hostile document, never fetched.
     #[error("invalid relative path {0:?}")]
     BadPath(String),
 }
 
 impl FetchError {
+    /// Whether the file simply does not exist ([`FetchError::NotFound`]).
     pub fn is_not_found(&self) -> bool {
         matches!(self, FetchError::NotFound { .. })
     }
@@ -128,6 +174,7 @@ pub fn check_relative_path(path: &str) -> Result<(), FetchError> {
 }
 
 /// Passes through at most `limit` bytes and fails if the source has more.
+#[derive(Debug)]
 pub struct LimitedReader<R> {
     inner: R,
     remaining: u64,
@@ -136,6 +183,9 @@ pub struct LimitedReader<R> {
 }
 
 impl<R: Read> LimitedReader<R> {
+    /// Reads `inner` up to `limit` bytes; a byte past it fails the read with
+    /// [`FetchError::TooLong`] naming `location` (inside an `io::Error`;
+    /// [`FetchError::from_io`] gets it back).
     pub fn new(inner: R, limit: u64, location: String) -> Self {
         LimitedReader {
             inner,

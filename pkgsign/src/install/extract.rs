@@ -38,15 +38,36 @@ pub struct ExtractPolicy {
 /// Why extraction stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
+    /// An entry breaks an extraction rule (`..` or an absolute path, a path
+    /// through a symlink, a link leading out of the tree, a device node,
+    /// FIFO or setuid/setgid bit outside a base image, an unsupported entry
+    /// type); nothing of it was written.
     #[error("archive entry {entry:?}: {reason}")]
-    Unsafe { entry: String, reason: String },
+    Unsafe {
+        /// The entry's path as the archive gives it (lossy UTF-8).
+        entry: String,
+        /// Which rule, for people.
+        reason: String,
+    },
+    /// Regular-file content went past [`ExtractPolicy::max_unpacked`] (the
+    /// decompression-bomb defence; nothing past the limit was written).
     #[error("unpacked content exceeds the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The stream is not a readable tar (bad header or checksum, bad
+    /// compression upstream), reading it failed, or it holds far more tar
+    /// framing than its entries account for (a bomb made of headers); the
+    /// source is the reader's error.
     #[error("archive is unreadable: {0}")]
     Corrupt(#[source] io::Error),
+    /// Writing into the destination failed (disk full, permissions).
     #[error("writing {path}: {source}")]
     Io {
+        /// The file or directory being written.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
@@ -55,7 +76,9 @@ pub enum ExtractError {
 /// Counts of what was extracted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExtractStats {
+    /// Archive entries written (files, directories, links, nodes).
     pub entries: u64,
+    /// Bytes of regular-file content written (what `max_unpacked` bounds).
     pub unpacked_bytes: u64,
 }
 

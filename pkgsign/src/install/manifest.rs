@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 
 use crate::metadata::Sha256Digest;
 
-/// Type of a tree entry.
 /// A manifest file that cannot be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -23,14 +22,21 @@ pub enum ManifestError {
     Shape(#[source] serde_json::Error),
 }
 
+/// Type of a tree entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A regular file (also each name of a hard-linked file).
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link; its target is [`ManifestEntry::link`].
     Symlink,
+    /// A character device node (base images only).
     Char,
+    /// A block device node (base images only).
     Block,
+    /// A named pipe (base images only).
     Fifo,
 }
 
@@ -38,14 +44,18 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestEntry {
+    /// What the entry is.
     pub kind: EntryKind,
     /// Permission bits (`mode & 0o7777`); 0 for symlinks.
     pub mode: u32,
     /// Content length of files; 0 otherwise.
     #[serde(default)]
     pub size: u64,
+    /// SHA-256 of a file's content, computed as it was written; `None` for
+    /// other kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
+    /// A symlink's target exactly as stored; `None` for other kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     /// Owner, recorded only where the install set it (base images as root).
@@ -60,15 +70,20 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Keyed by path relative to the destination, without a leading `/`
+    /// (`etc/passwd`); sorted, so the JSON is stable.
     pub entries: BTreeMap<String, ManifestEntry>,
 }
 
 impl Manifest {
+    /// Pretty-printed JSON, as stored beside a deployment.
     pub fn to_json(&self) -> Vec<u8> {
         // Only integers and strings: cannot fail; fall back to empty on the impossible.
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
+    /// Parses a stored manifest strictly (canonical-JSON parser: no
+    /// duplicate keys or floats; unknown fields refused).
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         let value = crate::canonical::parse(bytes).map_err(ManifestError::Json)?;
         serde_json::from_value(value).map_err(ManifestError::Shape)
@@ -83,7 +98,9 @@ impl Manifest {
 /// A difference between a tree and its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeProblem {
+    /// The entry's path relative to the tree, as in [`Manifest::entries`].
     pub path: String,
+    /// What differs, e.g. `missing`, `mode 0755, expected 0644`, `not in the manifest`.
     pub problem: String,
 }
 
@@ -93,10 +110,18 @@ pub enum TreeError {
     #[error("{} difference(s) from the manifest, first: {}: {}", .problems.len(),
         .problems.first().map(|p| p.path.as_str()).unwrap_or("?"),
         .problems.first().map(|p| p.problem.as_str()).unwrap_or("?"))]
-    Mismatch { problems: Vec<TreeProblem> },
+    /// The tree differs from the manifest.
+    Mismatch {
+        /// Every difference found, in path order, at most 1000.
+        problems: Vec<TreeProblem>,
+    },
+    /// The tree could not be read (other than an entry being missing, which
+    /// is a [`TreeProblem`]).
     #[error("{path}: {source}")]
     Io {
+        /// What could not be read.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },

@@ -17,6 +17,7 @@ mod extract;
 mod manifest;
 mod swap;
 
+use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -34,15 +35,22 @@ use crate::verify::VerifiedPackage;
 /// Why an install failed. The destination is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// A package could not be fetched (opening the source or reading it).
     #[error("package {package}: {source}")]
     Fetch {
+        /// The package's name in the targets.
         package: String,
+        /// Why.
         #[source]
         source: FetchError,
     },
+    /// A package's archive broke an extraction rule, was unreadable, or
+    /// could not be written; its bytes were the signed ones.
     #[error("package {package}: {source}")]
     Extract {
+        /// The package's name in the targets.
         package: String,
+        /// Why.
         #[source]
         source: ExtractError,
     },
@@ -50,16 +58,24 @@ pub enum InstallError {
     /// to extract, that is said too (the mismatch is the reason).
     #[error("{source}{}", .also.as_ref().map(|a| format!(" (and the archive failed: {a})")).unwrap_or_default())]
     Mismatch {
+        /// Which package, and how its bytes differed (length or hash).
         #[source]
         source: Mismatch,
+        /// The extraction error the wrong bytes also caused, if any.
         also: Option<Box<ExtractError>>,
     },
+    /// Preparing or committing the destination failed (creating the
+    /// staging directory, syncing, the swap).
     #[error("{path}: {source}")]
     Io {
+        /// The path being worked on.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
+    /// The package list was empty: an install of nothing would replace the
+    /// destination with an empty tree.
     #[error("no packages to install")]
     Nothing,
 }
@@ -67,7 +83,9 @@ pub enum InstallError {
 /// Progress: bytes of packages read so far, and in total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
+    /// Compressed bytes read so far, over all packages.
     pub done: u64,
+    /// The sum of the packages' signed lengths.
     pub total: u64,
 }
 
@@ -80,13 +98,26 @@ pub struct InstallOptions<'a> {
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
 }
 
+impl fmt::Debug for InstallOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallOptions")
+            .field("into_subdirs", &self.into_subdirs)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
 /// What an install did.
 #[derive(Debug, Clone)]
 pub struct InstallReport {
+    /// Every entry now in the destination (with `into_subdirs`, paths start
+    /// with the package name).
     pub manifest: Manifest,
     /// Compressed bytes read.
     pub bytes: u64,
+    /// Bytes of regular-file content written.
     pub unpacked_bytes: u64,
+    /// Entries written, over all packages.
     pub entries: u64,
 }
 
@@ -96,6 +127,72 @@ fn running_as_root() -> bool {
 }
 
 /// Installs `packages` into `dest` (see the module docs).
+///
+/// # Example
+///
+/// Install a verified package, then check the tree against the manifest the
+/// install returned (as a node does at every boot). The repository is made
+/// on the spot with [`crate::repo::Repository`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::SystemTime;
+///
+/// use pkgsign::fetch::DirFetcher;
+/// use pkgsign::install::{install, verify_tree, InstallError, InstallOptions};
+/// use pkgsign::Verifier;
+/// # // Staff side: a repository with one package, one key for every role.
+/// # use std::collections::BTreeMap;
+/// # use pkgsign::metadata::{parse_expiry, RoleType};
+/// # use pkgsign::repo::{Expiries, Repository, RoleSpec};
+/// # use pkgsign::SecretKey;
+/// # let work = tempfile::tempdir()?;
+/// # let repo_dir = work.path().join("repo");
+/// # let key = SecretKey::generate()?;
+/// # let roles: BTreeMap<RoleType, RoleSpec> = RoleType::ALL
+/// #     .into_iter()
+/// #     .map(|role| (role, RoleSpec { keys: vec![key.public().clone()], threshold: 1 }))
+/// #     .collect();
+/// # let expires = parse_expiry("30d", floor::Timestamp::now())?;
+/// # let repo = Repository::init(&repo_dir, &roles, expires, std::slice::from_ref(&key))?;
+/// # let archive = work.path().join("hello.tar.gz");
+/// # let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, Default::default());
+/// # let mut tar = tar::Builder::new(gz);
+/// # let mut header = tar::Header::new_gnu();
+/// # header.set_size(6);
+/// # header.set_mode(0o644);
+/// # header.set_cksum();
+/// # tar.append_data(&mut header, "hello.txt", &b"hello\n"[..])?;
+/// # tar.into_inner()?.finish()?;
+/// # repo.add_package(&archive, "hello", "1.0", false, Default::default())?;
+/// # let expiries = Expiries { targets: expires, snapshot: expires, timestamp: expires };
+/// # repo.publish(std::slice::from_ref(&key), &expiries)?;
+/// # let initial_root = std::fs::read(repo_dir.join("metadata/1.root.json"))?;
+/// # let mut verifier = Verifier::open(&work.path().join("trust"), &initial_root)?;
+/// let fetcher = DirFetcher::new(&repo_dir);
+/// let repo = verifier.update(&fetcher, SystemTime::now())?;
+/// let packages = repo.packages(&["hello"]).expect("listed in the signed targets");
+///
+/// let dest = work.path().join("root");
+/// let report = install(&fetcher, &packages, &dest, &InstallOptions::default())?;
+/// assert_eq!(std::fs::read(dest.join("hello.txt"))?, b"hello\n");
+/// assert!(report.manifest.entries.contains_key("hello.txt"));
+///
+/// // Later: the tree still is what was installed (`true` re-hashes files).
+/// verify_tree(&dest, &report.manifest, true)?;
+///
+/// // A package file swapped on the server is refused, and `dest` is kept.
+/// let on_server = repo_dir.join(&packages[0].info().path);
+/// let mut swapped = std::fs::read(&on_server)?;
+/// let last = swapped.len() - 1;
+/// swapped[last] ^= 0xff;
+/// std::fs::write(&on_server, swapped)?;
+/// let refused = install(&fetcher, &packages, &dest, &InstallOptions::default());
+/// assert!(matches!(refused, Err(InstallError::Mismatch { .. })));
+/// verify_tree(&dest, &report.manifest, true)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn install(
     fetcher: &dyn Fetcher,
     packages: &[VerifiedPackage],

@@ -15,13 +15,18 @@ use crate::keys::{KeyId, SecretKey, SIGNATURE_LEN};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEntry {
+    /// The key that claims to have signed; signatures by keys the role does
+    /// not list are ignored, never counted.
     pub keyid: KeyId,
+    /// The ed25519 signature as 128 hex digits; anything else simply does
+    /// not count (it is not an error, so one bad entry cannot veto others).
     pub sig: String,
 }
 
 /// A parsed, not yet trusted document.
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// The signatures as given, at most [`MAX_SIGNATURES`]; none is checked yet.
     pub signatures: Vec<SignatureEntry>,
     /// The `signed` value, exactly as parsed.
     pub signed: Value,

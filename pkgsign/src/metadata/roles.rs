@@ -18,13 +18,21 @@ pub const SPEC_VERSION: &str = "1.0";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoleType {
+    /// Lists the keys of every role (itself included) and their thresholds;
+    /// the trust anchor, changed only by a rotation the old root signs.
     Root,
+    /// Lists the packages: name → version, length, hash, path.
     Targets,
+    /// Pins the targets document's version, length and hash, so a node
+    /// cannot be given an older or another targets (mix-and-match).
     Snapshot,
+    /// Pins the snapshot; short-lived and re-signed often, so a node notices
+    /// when it is kept from new metadata (freeze).
     Timestamp,
 }
 
 impl RoleType {
+    /// The four roles in the order a root lists them.
     pub const ALL: [RoleType; 4] = [
         RoleType::Root,
         RoleType::Targets,
@@ -32,6 +40,7 @@ impl RoleType {
         RoleType::Timestamp,
     ];
 
+    /// The `_type` word, also the file name stem (`root.json`, …).
     pub fn as_str(&self) -> &'static str {
         match self {
             RoleType::Root => "root",
@@ -53,6 +62,7 @@ impl fmt::Display for RoleType {
 pub struct Sha256Digest(pub [u8; 32]);
 
 impl Sha256Digest {
+    /// The SHA-256 of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         use sha2::Digest;
         Sha256Digest(sha2::Sha256::digest(bytes).into())
@@ -64,6 +74,8 @@ impl Sha256Digest {
         format!("\"{}\"", hex::encode(self.0))
     }
 
+    /// From exactly 64 lowercase hex digits (the only spelling metadata
+    /// uses, so a hash has one signed form); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         parse_lower_hex32(s).map(Sha256Digest)
     }
@@ -100,13 +112,17 @@ impl<'de> Deserialize<'de> for Sha256Digest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hashes {
+    /// The only hash used; unknown algorithms are refused, not ignored.
     pub sha256: Sha256Digest,
 }
 
 /// Common interface of the four roles' signed contents.
 pub trait Role: Serialize + DeserializeOwned {
+    /// The role's `_type`.
     const TYPE: RoleType;
+    /// The document's version (≥ 1 once validated).
     fn version(&self) -> u64;
+    /// When the document stops being acceptable.
     fn expires(&self) -> Time;
     /// Checks of the contents beyond what parsing checks (spec version,
     /// version ≥ 1, names and paths, key sets).
@@ -143,6 +159,8 @@ fn check_common(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyValue {
+    /// The raw ed25519 public key as 64 lowercase hex digits (checked when
+    /// the key is resolved, [`KeyEntry::public_key`]).
     pub public: String,
 }
 
@@ -150,12 +168,16 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
+    /// Must be `ed25519`.
     pub keytype: String,
+    /// Must be `ed25519`.
     pub scheme: String,
+    /// The key itself.
     pub keyval: KeyValue,
 }
 
 impl KeyEntry {
+    /// The root entry for an ed25519 key.
     pub fn ed25519(key: &PublicKey) -> Self {
         KeyEntry {
             keytype: "ed25519".into(),
@@ -166,6 +188,8 @@ impl KeyEntry {
         }
     }
 
+    /// The key, checked: [`MetadataError::Invalid`] for another key type or
+    /// scheme, a malformed or weak key.
     pub fn public_key(&self) -> Result<PublicKey, MetadataError> {
         if self.keytype != "ed25519" || self.scheme != "ed25519" {
             return Err(MetadataError::invalid(
@@ -182,7 +206,9 @@ impl KeyEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleKeys {
+    /// The role's keys, each listed in the root's `keys`; no duplicates.
     pub keyids: Vec<KeyId>,
+    /// Distinct keys that must sign; 1 ≤ threshold ≤ number of keys.
     pub threshold: u32,
 }
 
@@ -190,21 +216,35 @@ pub struct RoleKeys {
 /// check needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyring {
+    /// The role these keys sign for.
     pub role: RoleType,
+    /// The role's keys by id (each id checked to be its key's hash).
     pub keys: BTreeMap<KeyId, PublicKey>,
+    /// Distinct valid signatures needed; 1 ≤ threshold ≤ `keys.len()`.
     pub threshold: u32,
 }
 
+/// The root role's signed contents: every role's keys and threshold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Root {
+    /// `_type`: always `root` (checked, so a document of one role
+    /// cannot stand in for another).
     #[serde(rename = "_type")]
     pub role_type: RoleType,
+    /// Always [`SPEC_VERSION`].
     pub spec_version: String,
+    /// Starts at 1; each new root is exactly one more and is signed by
+    /// a threshold of the previous root's root keys as well as its own.
     pub version: u64,
+    /// After this instant a verifier refuses the document (freeze attack).
     pub expires: Time,
+    /// Every key any role uses, by id; an id must be its key's hash.
     pub keys: BTreeMap<KeyId, KeyEntry>,
+    /// Keys and threshold of each of the four roles (all four required).
     pub roles: BTreeMap<RoleType, RoleKeys>,
+    /// Always `true`: snapshots and targets are fetched by version
+    /// (`N.targets.json`), never by a name a publish rewrites.
     pub consistent_snapshot: bool,
 }
 
@@ -332,8 +372,12 @@ impl Role for Root {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInfo {
+    /// The package's version, a [`valid_name`]; informational (rollback is
+    /// prevented by the metadata versions, not by comparing these).
     pub version: String,
+    /// Exact size of the archive in bytes; the installer reads at most this.
     pub length: u64,
+    /// Hash of the archive; checked when the stream ends.
     pub hashes: Hashes,
     /// Relative to the repository base: `targets/<sha256>.<name>-<version>.tar.gz`.
     pub path: String,
@@ -350,6 +394,7 @@ pub struct TargetInfo {
 }
 
 impl TargetInfo {
+    /// The archive's signed SHA-256.
     pub fn sha256(&self) -> &Sha256Digest {
         &self.hashes.sha256
     }
@@ -381,18 +426,28 @@ pub fn valid_target_path(path: &str) -> bool {
     }
 }
 
+/// The targets role's signed contents: the packages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Targets {
+    /// `_type`: always `targets` (checked, so a document of one role
+    /// cannot stand in for another).
     #[serde(rename = "_type")]
     pub role_type: RoleType,
+    /// Always [`SPEC_VERSION`].
     pub spec_version: String,
+    /// Starts at 1 and never goes down (rollback attack); the snapshot
+    /// names the exact version to fetch.
     pub version: u64,
+    /// After this instant a verifier refuses the document (freeze attack).
     pub expires: Time,
+    /// Every package by name (a [`valid_name`]); the path of each is a
+    /// [`valid_target_path`].
     pub targets: BTreeMap<String, TargetInfo>,
 }
 
 impl Targets {
+    /// A targets document of the current spec version.
     pub fn new(version: u64, expires: Time, targets: BTreeMap<String, TargetInfo>) -> Self {
         Targets {
             role_type: RoleType::Targets,
@@ -449,12 +504,17 @@ impl Role for Targets {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaInfo {
+    /// The version the named document must have; it is fetched as
+    /// `metadata/<version>.<role>.json`.
     pub version: u64,
+    /// Its exact size in bytes; the fetch is cut off one byte past it.
     pub length: u64,
+    /// Its hash.
     pub hashes: Hashes,
 }
 
 impl MetaInfo {
+    /// Describes `bytes` as version `version` of a document.
     pub fn describe(version: u64, bytes: &[u8]) -> Self {
         MetaInfo {
             version,
@@ -466,25 +526,36 @@ impl MetaInfo {
     }
 }
 
+/// The snapshot's `meta`: exactly one entry, `targets.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotMeta {
+    /// The targets document this snapshot pins (version ≥ 1).
     #[serde(rename = "targets.json")]
     pub targets: MetaInfo,
 }
 
+/// The snapshot role's signed contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
+    /// `_type`: always `snapshot` (checked, so a document of one role
+    /// cannot stand in for another).
     #[serde(rename = "_type")]
     pub role_type: RoleType,
+    /// Always [`SPEC_VERSION`].
     pub spec_version: String,
+    /// Starts at 1 and never goes down; the timestamp names the exact
+    /// version to fetch.
     pub version: u64,
+    /// After this instant a verifier refuses the document (freeze attack).
     pub expires: Time,
+    /// What it pins.
     pub meta: SnapshotMeta,
 }
 
 impl Snapshot {
+    /// A snapshot of the current spec version pinning `targets`.
     pub fn new(version: u64, expires: Time, targets: MetaInfo) -> Self {
         Snapshot {
             role_type: RoleType::Snapshot,
@@ -521,25 +592,36 @@ impl Role for Snapshot {
     }
 }
 
+/// The timestamp's `meta`: exactly one entry, `snapshot.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampMeta {
+    /// The snapshot document this timestamp pins (version ≥ 1).
     #[serde(rename = "snapshot.json")]
     pub snapshot: MetaInfo,
 }
 
+/// The timestamp role's signed contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timestamp {
+    /// `_type`: always `timestamp` (checked, so a document of one role
+    /// cannot stand in for another).
     #[serde(rename = "_type")]
     pub role_type: RoleType,
+    /// Always [`SPEC_VERSION`].
     pub spec_version: String,
+    /// Starts at 1 and never goes down (a replayed old timestamp is
+    /// refused).
     pub version: u64,
+    /// After this instant a verifier refuses the document (freeze attack).
     pub expires: Time,
+    /// What it pins.
     pub meta: TimestampMeta,
 }
 
 impl Timestamp {
+    /// A timestamp of the current spec version pinning `snapshot`.
     pub fn new(version: u64, expires: Time, snapshot: MetaInfo) -> Self {
         Timestamp {
             role_type: RoleType::Timestamp,

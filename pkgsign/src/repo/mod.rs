@@ -19,46 +19,90 @@ use crate::metadata::{
     TargetInfo, Targets, Timestamp,
 };
 
+/// Why a staff operation on a repository failed. Nothing is published
+/// half-way: thresholds are checked before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// A file of the repository (or a package being added) could not be
+    /// read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// The repository's own files disagree: `pending.json` does not parse,
+    /// a document named by another is missing, a package changed size
+    /// since it was added.
     #[error("{path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A metadata document of the repository is invalid (or a new one would be).
     #[error("{path}: {source}")]
     Metadata {
+        /// The document (or the repository, for one being made).
         path: PathBuf,
+        /// Why.
         #[source]
         source: MetadataError,
     },
+    /// `init` found a root already there.
     #[error("{0}: a repository already exists here")]
     Exists(PathBuf),
+    /// There is no `metadata/root.json` in the directory.
     #[error("{0}: no repository here (run `pkgsign repo init` first)")]
     NotARepository(PathBuf),
+    /// Too few of the given secret keys belong to a role to sign for it.
     #[error("{role}: {have} of the given keys belong to the role; threshold is {need}")]
     Threshold {
+        /// The role to sign.
         role: RoleType,
+        /// Distinct given keys that are the role's.
         have: usize,
+        /// The role's threshold.
         need: u32,
     },
+    /// A root rotation lacks a threshold of the old root's keys or of the
+    /// new root's keys (it needs both).
     #[error("new root: {have} of the given keys are {which} root keys; threshold is {need}")]
     RotationThreshold {
+        /// `old` or `new`.
         which: &'static str,
+        /// Distinct given keys of that root.
         have: usize,
+        /// That root's threshold.
         need: u32,
     },
+    /// A role given to `init` or `rotate_root` is unusable: missing, or a
+    /// threshold of 0 or above its number of distinct keys.
     #[error("role {role}: {reason}")]
-    BadRole { role: RoleType, reason: String },
+    BadRole {
+        /// The role.
+        role: RoleType,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A package name or version that is not a [`crate::metadata::valid_name`].
     #[error("invalid name or version {0:?}: use letters, digits and . _ + - (starting with a letter or digit)")]
     BadName(String),
+    /// The file to add is not a gzip'd tar the installer could extract.
     #[error("{path}: not a usable package: {reason}")]
-    BadPackage { path: PathBuf, reason: String },
+    BadPackage {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The operation needs a published timestamp and there is none.
     #[error("nothing published yet: run `pkgsign repo publish` first")]
     NothingPublished,
+    /// Removing a package that is neither published nor pending.
     #[error("package {0:?} is not in the repository")]
     UnknownPackage(String),
 }
@@ -66,34 +110,49 @@ pub enum RepoError {
 /// Public keys and threshold of one role.
 #[derive(Debug, Clone)]
 pub struct RoleSpec {
+    /// The role's keys (duplicates count once).
     pub keys: Vec<PublicKey>,
+    /// Distinct keys that must sign; 1 ≤ threshold ≤ distinct keys.
     pub threshold: u32,
 }
 
 /// Expiry times for the documents a publish writes.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiries {
+    /// Of the new targets (weeks or months: it changes only with packages).
     pub targets: floor::Timestamp,
+    /// Of the new snapshot.
     pub snapshot: floor::Timestamp,
+    /// Of the new timestamp (short: it bounds how long a node can be frozen
+    /// on old metadata without noticing).
     pub timestamp: floor::Timestamp,
 }
 
 /// Versions written by a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// Version of the new `N.targets.json`.
     pub targets_version: u64,
+    /// Version of the new `N.snapshot.json`.
     pub snapshot_version: u64,
+    /// Version of the new `timestamp.json`.
     pub timestamp_version: u64,
+    /// Packages listed in the new targets.
     pub packages: usize,
 }
 
 /// What `repo show` prints.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// The current root (its own threshold checked).
     pub root: Root,
+    /// The published timestamp; `None` before the first publish.
     pub timestamp: Option<Timestamp>,
+    /// The snapshot the timestamp names.
     pub snapshot: Option<Snapshot>,
+    /// The targets the snapshot names.
     pub targets: Option<Targets>,
+    /// Changes waiting for the next publish.
     pub pending: Pending,
 }
 
@@ -150,6 +209,7 @@ fn role_map(specs: &BTreeMap<RoleType, RoleSpec>) -> BTreeMap<RoleType, (Vec<Pub
 }
 
 impl Repository {
+    /// The repository directory (holding `metadata/` and `targets/`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

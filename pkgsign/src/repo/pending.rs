@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::RepoError;
 use crate::metadata::TargetInfo;
 
+/// The changes the next publish applies (`pending.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pending {
@@ -21,10 +22,13 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Whether a publish would change no package.
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty()
     }
 
+    /// Reads `pending.json`; a missing file is an empty list, one that does
+    /// not parse is [`RepoError::Corrupt`].
     pub fn load(path: &Path) -> Result<Pending, RepoError> {
         let bytes = floor::durable::read_if_exists(path).map_err(|e| RepoError::Io {
             path: path.into(),
@@ -43,6 +47,7 @@ impl Pending {
         })
     }
 
+    /// Writes `pending.json` atomically (the old list or the new, never a mix).
     pub fn save(&self, path: &Path) -> Result<(), RepoError> {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RepoError::Corrupt {
             path: path.into(),

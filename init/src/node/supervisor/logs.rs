@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+#[derive(Debug)]
 pub struct RotatingLog {
     path: PathBuf,
     file: Option<File>,

@@ -39,6 +39,7 @@ pub struct Status {
     pub pid: Option<u32>,
 }
 
+#[derive(Debug)]
 struct Shared {
     statuses: Mutex<BTreeMap<String, Status>>,
     stopping: AtomicBool,
@@ -49,6 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The running set of services.
+#[derive(Debug)]
 pub struct Services {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,

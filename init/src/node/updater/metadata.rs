@@ -81,6 +81,7 @@ impl pkgsign::cache::Watch for Traffic {
 }
 
 /// A stream that counts what it reads into [`Traffic`].
+#[derive(Debug)]
 pub struct Counted<R> {
     inner: R,
     traffic: Arc<Traffic>,
@@ -106,6 +107,7 @@ pub fn etag_of(sha256: &Sha256Digest) -> String {
 }
 
 /// The verifier's fetcher for an update check (see the module docs).
+#[derive(Debug)]
 pub struct MetadataSource<'a> {
     http: &'a HttpFetcher,
     trust_dir: PathBuf,

@@ -208,6 +208,7 @@ const REPORTED_FILE: &str = "updater.json";
 const CACHE_DIR: &str = "cache";
 
 /// The updater of one node.
+#[derive(Debug)]
 pub struct Updater {
     options: Options,
     disk: Disk,
