@@ -215,7 +215,8 @@ pub fn node_manager_support(tree: &mut ImageTree, nodemgr_dest: &str) -> Result<
         format!("{dir}/vsh")
     };
     tree.symlink(&vsh, file)?;
-    let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    let passwd =
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
     tree.remove("etc/passwd");
     tree.bytes("etc/passwd.node", passwd, 0o644)?;
     tree.symlink("etc/passwd", "/run/plnode/passwd")?;

@@ -57,21 +57,22 @@ impl NodeIdentity {
             path: ca_path,
             source,
         })?;
-        let handover = match std::fs::read(handover) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
-                IdentityError::Handover {
-                    path: handover.to_path_buf(),
-                    source,
+        let handover =
+            match std::fs::read(handover) {
+                Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
+                    IdentityError::Handover {
+                        path: handover.to_path_buf(),
+                        source,
+                    }
+                })?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(IdentityError::Read {
+                        path: handover.to_path_buf(),
+                        source,
+                    })
                 }
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(IdentityError::Read {
-                    path: handover.to_path_buf(),
-                    source,
-                })
-            }
-        };
+            };
         Ok(NodeIdentity {
             config,
             ca_pem,

@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant;
 
 use crate::manager::EnterOptions;
 use crate::name::SliceName;
@@ -187,10 +186,10 @@ impl Api {
         as_slice_user: bool,
         term: String,
         pty: bool,
-        stdin: zvariant::OwnedFd,
-        stdout: zvariant::OwnedFd,
-        stderr: zvariant::OwnedFd,
-    ) -> Result<(u32, Vec<zvariant::OwnedFd>)> {
+        stdin: zbus::OwnedFd,
+        stdout: zbus::OwnedFd,
+        stderr: zbus::OwnedFd,
+    ) -> Result<(u32, Vec<zbus::OwnedFd>)> {
         let slice = match (&self.caller, slice.as_str()) {
             (Principal::Slice(own), "") => own.clone(),
             (Principal::Node, "") => {
@@ -211,10 +210,10 @@ impl Api {
             service.enter(&caller, &slice, &options, (!options.pty).then_some(fds))
         })
         .await?;
-        let master: Vec<zvariant::OwnedFd> = entered
+        let master: Vec<zbus::OwnedFd> = entered
             .pty_master
             .take()
-            .map(zvariant::OwnedFd::from)
+            .map(zbus::OwnedFd::from)
             .into_iter()
             .collect();
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
@@ -295,7 +294,10 @@ async fn connection(
     service: Service,
     stream: tokio::net::UnixStream,
 ) -> std::result::Result<(), ConnectionError> {
-    let uid = stream.peer_cred().map_err(ConnectionError::Credentials)?.uid();
+    let uid = stream
+        .peer_cred()
+        .map_err(ConnectionError::Credentials)?
+        .uid();
     let who = {
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.principal_of(uid))
@@ -311,10 +313,10 @@ async fn connection(
         sessions: Arc::new(Mutex::new(HashMap::new())),
     };
     let conn = zbus::connection::Builder::unix_stream(stream)
-        .server(zbus::Guid::generate())?
+        .server(zbus::Guid::generate())
         .p2p()
-        .auth_mechanism(zbus::AuthMechanism::Anonymous)
-        .serve_at(PATH, api)?
+        .auth_mechanism(zbus::connection::AuthMechanism::Anonymous)
+        .serve_at(PATH, api)
         .build()
         .await?;
     let broker = {

@@ -5,7 +5,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
-use zbus::zvariant;
 
 use crate::api::{INTERFACE, PATH};
 use crate::service::SliverInfo;
@@ -84,7 +83,7 @@ impl ApiClient {
         let conn = runtime.block_on(
             zbus::connection::Builder::unix_stream(stream)
                 .p2p()
-                .auth_mechanism(zbus::AuthMechanism::Anonymous)
+                .auth_mechanism(zbus::connection::AuthMechanism::Anonymous)
                 .build(),
         )?;
         Ok(Some(ApiClient { runtime, conn }))
@@ -102,8 +101,8 @@ impl ApiClient {
 
     fn call<A, R>(&self, method: &'static str, args: &A) -> Result<R, ClientError>
     where
-        A: serde::Serialize + zvariant::DynamicType,
-        R: DeserializeOwned + zvariant::Type,
+        A: serde::Serialize + zbus::DynamicType,
+        R: DeserializeOwned + zbus::Type,
     {
         let reply = self.runtime.block_on(self.conn.call_method(
             None::<&str>,
@@ -195,15 +194,15 @@ impl ApiClient {
         term: Option<&str>,
         pty: bool,
     ) -> Result<(u32, Option<OwnedFd>), ClientError> {
-        let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<zvariant::OwnedFd, ClientError> {
-            Ok(zvariant::OwnedFd::from(
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<zbus::OwnedFd, ClientError> {
+            Ok(zbus::OwnedFd::from(
                 fd.try_clone_to_owned().map_err(ClientError::Fd)?,
             ))
         };
         let stdin = dup(std::io::stdin().as_fd())?;
         let stdout = dup(std::io::stdout().as_fd())?;
         let stderr = dup(std::io::stderr().as_fd())?;
-        let (session, mut masters): (u32, Vec<zvariant::OwnedFd>) = self.call(
+        let (session, mut masters): (u32, Vec<zbus::OwnedFd>) = self.call(
             "Enter",
             &(
                 slice,

@@ -59,8 +59,7 @@ fn settings(args: &NodeArgs) -> Settings {
 fn read_text(path: &Path) -> Result<String> {
     if path == Path::new("-") {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("reading stdin")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading stdin")?;
         return Ok(text);
     }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
@@ -114,8 +113,8 @@ fn through_daemon(api: &ApiClient, command: Command) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<32} {:<8} {:<9} {:<7} {}",
-                    "SLICE", "SHOULD", "STATE", "ORIGIN", "LEASE END"
+                    "{:<32} {:<8} {:<9} {:<7} LEASE END",
+                    "SLICE", "SHOULD", "STATE", "ORIGIN"
                 );
                 for s in list {
                     let state = match s.pid {

@@ -430,10 +430,8 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
         // no write access to the mount).
         let target = root.join("run/plnode/api");
         mkdir_p(&target)?;
-        let tree = sys::open_tree_clone(&cpath(api)?, false).map_err(step(format!(
-            "cloning the API directory {}",
-            api.display()
-        )))?;
+        let tree = sys::open_tree_clone(&cpath(api)?, false)
+            .map_err(step(format!("cloning the API directory {}", api.display())))?;
         sys::mount_setattr(
             tree.as_fd(),
             sys::MOUNT_ATTR_RDONLY
@@ -954,7 +952,10 @@ fn run_script(
     let deadline = Instant::now() + Duration::from_secs(script.timeout_secs);
     let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let status = loop {
-        match child.try_wait().map_err(step(format!("waiting for {program}")))? {
+        match child
+            .try_wait()
+            .map_err(step(format!("waiting for {program}")))?
+        {
             Some(status) => break RunStatus::Exited(exit_code(status)),
             None if Instant::now() >= deadline => {
                 let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);

@@ -58,7 +58,7 @@ pub struct LoginError {
     source: io::Error,
 }
 
-fn err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LoginError + '_ {
+fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LoginError + 'a {
     move |source| LoginError {
         what,
         path: path.to_path_buf(),
@@ -194,7 +194,8 @@ mod tests {
         }
     }
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u a@b";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u a@b";
 
     #[test]
     fn accounts_follow_the_slivers_and_never_shadow_the_nodes() {

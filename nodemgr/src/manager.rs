@@ -743,7 +743,8 @@ impl NodeManager {
             run: false,
             script: None,
         };
-        self.inside(slice, &plan, Duration::from_secs(30)).map(|_| ())
+        self.inside(slice, &plan, Duration::from_secs(30))
+            .map(|_| ())
     }
 
     /// Changes a sliver's state file with `change` (under the lock) and

@@ -157,11 +157,10 @@ impl RcapTable {
 
     /// Writes the table (replacing the old one atomically).
     pub fn save(&self) -> Result<(), RcapError> {
-        let json =
-            serde_json::to_vec_pretty(&self.file).map_err(|e| RcapError::Corrupt {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?;
+        let json = serde_json::to_vec_pretty(&self.file).map_err(|e| RcapError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         floor::durable::write_atomic_mode(&self.path, &json, 0o600)?;
         Ok(())
     }
@@ -216,7 +215,12 @@ impl RcapTable {
     /// true if it was there.
     pub fn remove_unbound(&mut self, rcap: &Rcap) -> bool {
         let key = rcap.fingerprint();
-        if self.file.rcaps.get(&key).is_some_and(|e| e.bound_to.is_none()) {
+        if self
+            .file
+            .rcaps
+            .get(&key)
+            .is_some_and(|e| e.bound_to.is_none())
+        {
             self.file.rcaps.remove(&key);
             return true;
         }
@@ -294,7 +298,10 @@ mod tests {
         t.insert(&a, Rspec::default(), Principal::Node, now);
         t.insert(&b, Rspec::default(), Principal::Node, now);
         t.bind(&a, &slice("pl_a")).unwrap();
-        assert!(matches!(t.bind(&a, &slice("pl_b")), Err(RcapError::Bound(_))));
+        assert!(matches!(
+            t.bind(&a, &slice("pl_b")),
+            Err(RcapError::Bound(_))
+        ));
         t.bind(&b, &slice("pl_a")).unwrap();
         assert!(matches!(t.unbound(&a), Err(RcapError::Unknown)));
         t.save().unwrap();
@@ -317,8 +324,18 @@ mod tests {
             lease_end: Some(Timestamp::from_unix(now.unix() - 1)),
             ..Rspec::default()
         };
-        t.insert(&Rcap::generate().unwrap(), ended.clone(), Principal::Node, now);
-        t.insert(&Rcap::generate().unwrap(), Rspec::default(), Principal::Node, now);
+        t.insert(
+            &Rcap::generate().unwrap(),
+            ended.clone(),
+            Principal::Node,
+            now,
+        );
+        t.insert(
+            &Rcap::generate().unwrap(),
+            Rspec::default(),
+            Principal::Node,
+            now,
+        );
         assert_eq!(t.expire(now), 1);
         assert_eq!(t.unbound_rspecs().count(), 1);
     }

@@ -98,7 +98,8 @@ pub fn serve(service: Service, options: ServeOptions) -> Result<(), ServeError> 
     };
 
     restore(&service);
-    let listener = runtime.block_on(async { open_api_socket(&service, options.api_link.as_deref()) })?;
+    let listener =
+        runtime.block_on(async { open_api_socket(&service, options.api_link.as_deref()) })?;
     let (wake_tx, wake_rx) = mpsc::channel();
     let loop_thread = {
         let service = service.clone();
@@ -331,10 +332,9 @@ fn reconcile_loop(
             reported.clone_from(&report.failed);
             let events = events(&quiet);
             if !events.is_empty() {
-                if let Err(e) = server.post::<_, config::api::Empty>(
-                    paths::PROGRESS,
-                    &ProgressReport { events },
-                ) {
+                if let Err(e) = server
+                    .post::<_, config::api::Empty>(paths::PROGRESS, &ProgressReport { events })
+                {
                     tracing::warn!("reporting to the boot server: {}", line(&e));
                 }
             }
@@ -354,7 +354,8 @@ fn reconcile_loop(
         let deadline = match service.next_lease_end() {
             Some(end) => {
                 let secs = (end.unix() - Timestamp::now().unix()).max(0) as u64;
-                next_poll.min(Instant::now() + Duration::from_secs(secs) + Duration::from_millis(100))
+                next_poll
+                    .min(Instant::now() + Duration::from_secs(secs) + Duration::from_millis(100))
             }
             None => next_poll,
         };

@@ -184,7 +184,11 @@ impl Service {
 
     /// The node's capacity for guarantees.
     pub fn capacity(&self) -> Capacity {
-        *self.inner.capacity.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .inner
+            .capacity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets the outgoing bandwidth guarantees are taken from (the site's
@@ -260,7 +264,11 @@ impl Service {
     }
 
     /// What is reserved now, leaving out the sliver of `except`.
-    fn reserved(&self, table: &RcapTable, except: Option<&SliceName>) -> Result<Reserved, ServiceError> {
+    fn reserved(
+        &self,
+        table: &RcapTable,
+        except: Option<&SliceName>,
+    ) -> Result<Reserved, ServiceError> {
         let states = self.states()?;
         let slivers = states
             .iter()
@@ -301,7 +309,12 @@ impl Service {
     /// `bind(slice, rcap)`: the rcap's resources go to `slice`'s sliver,
     /// which is made and started when it does not exist. The rcap is bound
     /// once; the rcap bound to the slice before is released.
-    pub fn bind(&self, who: &Principal, slice: &SliceName, rcap: &Rcap) -> Result<(), ServiceError> {
+    pub fn bind(
+        &self,
+        who: &Principal,
+        slice: &SliceName,
+        rcap: &Rcap,
+    ) -> Result<(), ServiceError> {
         self.authorize(who, slice)?;
         self.bind_as(slice, rcap, Origin::Local, None)
     }
@@ -381,13 +394,19 @@ impl Service {
     }
 
     /// Replaces the slice users' keys (a running sliver gets them at once).
-    pub fn set_keys(&self, who: &Principal, slice: &SliceName, keys: &AuthorizedKeys) -> Result<(), ServiceError> {
+    pub fn set_keys(
+        &self,
+        who: &Principal,
+        slice: &SliceName,
+        keys: &AuthorizedKeys,
+    ) -> Result<(), ServiceError> {
         self.authorize(who, slice)?;
         let before = self.manager().update_state(slice, |_| {})?;
         if &before.keys == keys {
             return Ok(());
         }
-        self.manager().update_state(slice, |s| s.keys = keys.clone())?;
+        self.manager()
+            .update_state(slice, |s| s.keys = keys.clone())?;
         self.manager().refresh_files(slice)?;
         self.emit(slice, EventKind::Changed);
         Ok(())
@@ -395,7 +414,11 @@ impl Service {
 
     /// Records the slice's initscript (it runs once, after creation: a
     /// new one does not run again in an existing sliver).
-    pub fn set_initscript(&self, slice: &SliceName, initscript: Option<String>) -> Result<(), ServiceError> {
+    pub fn set_initscript(
+        &self,
+        slice: &SliceName,
+        initscript: Option<String>,
+    ) -> Result<(), ServiceError> {
         self.manager()
             .update_state(slice, |s| s.initscript = initscript)?;
         Ok(())

@@ -434,7 +434,9 @@ pub fn run_inside(
             Reply::Ran(outcome) => Ok(outcome),
             Reply::Failed(e) => Err(SpawnError::Inside(e)),
             Reply::Exited(code) => Err(SpawnError::Protocol(format!("exited ({code})"))),
-            Reply::Ready => Err(SpawnError::Protocol("answered Ready to a script run".into())),
+            Reply::Ready => Err(SpawnError::Protocol(
+                "answered Ready to a script run".into(),
+            )),
         }
     })();
     match result {

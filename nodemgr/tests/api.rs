@@ -142,9 +142,10 @@ fn a_sliver_cannot_act_on_another_slice_but_on_itself() {
     assert!(!out.status.success(), "{}", text(&out));
 
     // The socket is inside every sliver, under its well-known name.
-    let (code, out, err) = s
-        .node
-        .sh("pl_bob", "ls -l /run/plnode/api/nodemgr.sock; readlink /run/plnode/nodemgr.sock");
+    let (code, out, err) = s.node.sh(
+        "pl_bob",
+        "ls -l /run/plnode/api/nodemgr.sock; readlink /run/plnode/nodemgr.sock",
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with('s'), "{out}");
     assert!(out.contains("api/nodemgr.sock"), "{out}");
@@ -279,9 +280,22 @@ fn a_slice_user_enters_its_own_sliver_only_and_as_itself() {
     s.sliver("pl_frank", &Rspec::default());
     // The account an ssh login as pl_erin runs under: the slice user's id.
     let erin_user = s.uid_of("pl_erin") + 1000;
-    let out = s.cli_as(erin_user, &["enter", "pl_erin", "--", "/bin/sh", "-c", "id -u; echo $HOME"]);
+    let out = s.cli_as(
+        erin_user,
+        &[
+            "enter",
+            "pl_erin",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; echo $HOME",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n/home/pl_erin\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\n/home/pl_erin\n"
+    );
     let out = s.cli_as(erin_user, &["enter", "pl_frank", "--", "true"]);
     assert!(!out.status.success());
     // vsh (the login shell) needs no slice name: the caller's uid says it.
@@ -302,10 +316,17 @@ fn a_slice_user_enters_its_own_sliver_only_and_as_itself() {
     assert!(lines <= 6, "{out}");
 
     // Keys set over the API reach the sliver.
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u e@x";
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u e@x";
     s.service
-        .set_keys(&Principal::Node, &name("pl_erin"), &AuthorizedKeys::parse(key).unwrap())
+        .set_keys(
+            &Principal::Node,
+            &name("pl_erin"),
+            &AuthorizedKeys::parse(key).unwrap(),
+        )
         .unwrap();
-    let (_, out, _) = s.node.sh("pl_erin", "cat /home/pl_erin/.ssh/authorized_keys");
+    let (_, out, _) = s
+        .node
+        .sh("pl_erin", "cat /home/pl_erin/.ssh/authorized_keys");
     assert_eq!(out, format!("{key}\n"));
 }

@@ -76,11 +76,7 @@ impl World {
             NodeConfigFormat::NodeToml,
         )
         .unwrap();
-        std::fs::copy(
-            server_dir.join("ca/ca.pem"),
-            partition.join("trust/ca.pem"),
-        )
-        .unwrap();
+        std::fs::copy(server_dir.join("ca/ca.pem"), partition.join("trust/ca.pem")).unwrap();
         let serving = Admin::open(&server_dir).unwrap();
         std::thread::spawn(move || {
             serving
@@ -231,7 +227,14 @@ impl World {
 fn slices_from_the_server_become_slivers_and_follow_its_changes() {
     need_slivers!();
     let w = World::new();
-    w.slice("pl_alpha", Rspec { pids: Some(100), ..Rspec::default() }, &[KEY_A]);
+    w.slice(
+        "pl_alpha",
+        Rspec {
+            pids: Some(100),
+            ..Rspec::default()
+        },
+        &[KEY_A],
+    );
     w.slice("pl_beta", Rspec::default(), &[KEY_B]);
 
     // Slice added → sliver created, started, initscript run once.
@@ -292,7 +295,10 @@ fn slices_from_the_server_become_slivers_and_follow_its_changes() {
     } else {
         eprintln!("SKIP (limits): this host's cgroup2 has no controllers");
     }
-    assert_eq!(w.sh("pl_beta", "cat /home/pl_beta/.ssh/authorized_keys"), "");
+    assert_eq!(
+        w.sh("pl_beta", "cat /home/pl_beta/.ssh/authorized_keys"),
+        ""
+    );
     let home_keys = w.logins.homes.join("pl_beta/.ssh/authorized_keys");
     assert_eq!(std::fs::read_to_string(home_keys).unwrap(), "");
 
@@ -307,7 +313,9 @@ fn slices_from_the_server_become_slivers_and_follow_its_changes() {
     assert_eq!(r.removed, [name("pl_beta")], "{r:?}");
     assert!(!w.exists("pl_beta"));
     assert_eq!(w.stopped(), ["stopped pl_beta"]);
-    assert!(!std::fs::read_to_string(&w.logins.passwd).unwrap().contains("pl_beta"));
+    assert!(!std::fs::read_to_string(&w.logins.passwd)
+        .unwrap()
+        .contains("pl_beta"));
     assert!(w.exists("pl_alpha"));
 }
 
@@ -328,7 +336,9 @@ fn a_lease_ends_with_the_stop_script_and_a_cut_off_node_keeps_its_slivers() {
     // The server goes away: the node keeps going on its saved answer.
     let mut unreachable = nodeclient::ServerClient::new(
         &std::fs::read(w.partition.join("trust/ca.pem")).unwrap(),
-        vec![format!("https://127.0.0.1:{}", free_port()).parse().unwrap()],
+        vec![format!("https://127.0.0.1:{}", free_port())
+            .parse()
+            .unwrap()],
         None,
         std::time::UNIX_EPOCH,
         None,
@@ -337,8 +347,20 @@ fn a_lease_ends_with_the_stop_script_and_a_cut_off_node_keeps_its_slivers() {
     let (report, error) = poll_once(&w.service, Some(&mut unreachable), None, &w.saved, None);
     assert!(error.unwrap().contains("no boot server reachable"));
     assert!(report.unwrap().removed.is_empty());
-    assert!(w.node.manager.show(&name("pl_gamma")).unwrap().pid.is_some());
-    assert!(w.node.manager.show(&name("pl_delta")).unwrap().pid.is_some());
+    assert!(w
+        .node
+        .manager
+        .show(&name("pl_gamma"))
+        .unwrap()
+        .pid
+        .is_some());
+    assert!(w
+        .node
+        .manager
+        .show(&name("pl_delta"))
+        .unwrap()
+        .pid
+        .is_some());
 
     // A node manager started afresh (a reboot) still cut off: the saved
     // answer is all it has, and it keeps the slivers.
@@ -363,7 +385,10 @@ fn a_lease_ends_with_the_stop_script_and_a_cut_off_node_keeps_its_slivers() {
         .unwrap();
     let r = w.poll();
     assert_eq!(r.changed, [name("pl_gamma")], "{r:?}");
-    assert_eq!(w.sh("pl_gamma", "cat /etc/plnode/lease"), format!("{later}\n"));
+    assert_eq!(
+        w.sh("pl_gamma", "cat /etc/plnode/lease"),
+        format!("{later}\n")
+    );
 }
 
 #[test]
@@ -395,7 +420,8 @@ fn one_slivers_failure_blocks_no_other_and_is_reported_to_the_server() {
         .unwrap();
     let log = w.server_log();
     assert!(
-        log.iter().any(|l| l.contains("sliver pl_second failed") && l.contains("admission control")),
+        log.iter()
+            .any(|l| l.contains("sliver pl_second failed") && l.contains("admission control")),
         "{log:?}"
     );
 }

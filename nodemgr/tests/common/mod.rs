@@ -255,8 +255,7 @@ pub fn start_api(service: &nodemgr::service::Service) {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let listener =
-                nodemgr::serve::open_api_socket(&service, None).expect("the API socket");
+            let listener = nodemgr::serve::open_api_socket(&service, None).expect("the API socket");
             tx.send(()).expect("the test waits");
             nodemgr::api::serve(service, listener, std::future::pending()).await;
         });
