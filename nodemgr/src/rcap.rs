@@ -161,6 +161,13 @@ impl RcapTable {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| floor::durable::DurableError {
+                op: floor::durable::Op::Write,
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         floor::durable::write_atomic_mode(&self.path, &json, 0o600)?;
         Ok(())
     }
