@@ -939,19 +939,40 @@ fn run_script(
         })
         .process_group(0);
     let mut child = cmd.spawn().map_err(step(format!("starting {program}")))?;
-    let output = child.stdout.take().map(|out| {
-        let limit = script.capture.unwrap_or(0) as u64;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = out.take(limit).read_to_end(&mut bytes);
-            let _ = tx.send(bytes);
-        });
-        rx
-    });
+    // No threads here: this process joined the sliver's PID namespace,
+    // after which the kernel refuses CLONE_THREAD. The pipe is drained
+    // without blocking while the script runs.
+    let mut out = child.stdout.take();
+    if let Some(o) = &out {
+        let _ = nix::fcntl::fcntl(
+            o.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    let limit = script.capture.unwrap_or(0);
+    let mut bytes = Vec::new();
+    let mut drain = |out: &mut Option<std::process::ChildStdout>, bytes: &mut Vec<u8>| {
+        let Some(o) = out.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match o.read(&mut buf) {
+                Ok(0) => {
+                    *out = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = limit.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(script.timeout_secs);
     let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let status = loop {
+        drain(&mut out, &mut bytes);
         match child
             .try_wait()
             .map_err(step(format!("waiting for {program}")))?
@@ -966,10 +987,12 @@ fn run_script(
         }
     };
     // A process the script left behind may hold its stdout open: what
-    // arrived within a moment is the output.
-    let bytes = output
-        .and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok())
-        .unwrap_or_default();
+    // arrives within a moment is the output.
+    let grace = Instant::now() + Duration::from_millis(300);
+    while out.is_some() && Instant::now() < grace {
+        drain(&mut out, &mut bytes);
+        std::thread::sleep(Duration::from_millis(10));
+    }
     Ok(RunOutcome {
         status,
         output: String::from_utf8_lossy(&bytes).into_owned(),

@@ -330,3 +330,35 @@ fn a_slice_user_enters_its_own_sliver_only_and_as_itself() {
         .sh("pl_erin", "cat /home/pl_erin/.ssh/authorized_keys");
     assert_eq!(out, format!("{key}\n"));
 }
+
+#[test]
+fn a_hanging_script_is_killed_after_its_timeout_and_a_missing_one_skipped() {
+    need_slivers!();
+    let node = Node::new();
+    let mut settings = node.settings.clone();
+    settings.script_timeout = std::time::Duration::from_secs(2);
+    let service = Service::new(
+        nodemgr::NodeManager::open(settings).unwrap(),
+        Capacity::default(),
+    );
+    let rcap = service
+        .acquire(&Principal::Node, &Rspec::default())
+        .unwrap();
+    service
+        .bind(&Principal::Node, &name("pl_hang"), &rcap)
+        .unwrap();
+    let slice = name("pl_hang");
+    let none = service.control_script(&slice, "status", Some(100)).unwrap();
+    assert_eq!(none.status, nodemgr::inside::RunStatus::Skipped);
+    let (code, _, err) = node.sh(
+        "pl_hang",
+        "c=/home/pl_hang/PlanetLab-control; printf '#!/bin/sh\\necho started\\nsleep 1000\\n' > $c/status; chmod 755 $c/status",
+    );
+    assert_eq!(code, 0, "{err}");
+    let hung = service.control_script(&slice, "status", Some(100)).unwrap();
+    assert_eq!(hung.status, nodemgr::inside::RunStatus::TimedOut);
+    assert_eq!(hung.output, "started\n");
+    // The script and its sleep are gone.
+    let (_, ps, _) = node.sh("pl_hang", "ps -o comm");
+    assert!(!ps.contains("sleep"), "{ps}");
+}
