@@ -951,7 +951,7 @@ fn run_script(
     }
     let limit = script.capture.unwrap_or(0);
     let mut bytes = Vec::new();
-    let mut drain = |out: &mut Option<std::process::ChildStdout>, bytes: &mut Vec<u8>| {
+    let drain = |out: &mut Option<std::process::ChildStdout>, bytes: &mut Vec<u8>| {
         let Some(o) = out.as_mut() else { return };
         let mut buf = [0u8; 4096];
         loop {
