@@ -117,7 +117,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 ..config::rspec::Rspec::default()
             },
             Some("#!/bin/sh\necho 'made by the slice initscript' > /etc/hello\n"),
-            &[staff_pub.clone()],
+            std::slice::from_ref(&staff_pub),
             node.id,
         )
         .context("assigning a slice to the node")?;
