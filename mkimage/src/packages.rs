@@ -203,6 +203,8 @@ pub fn node_manager_support(tree: &mut ImageTree, nodemgr_dest: &str) -> Result<
             path: PathBuf::from("/sbin/mke2fs"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
+    // Busybox's applet of that name makes ext2 only: the real one replaces it.
+    tree.remove("sbin/mke2fs");
     elf::add_program(tree, "sbin/mke2fs", mke2fs)?;
     if Path::new("/etc/mke2fs.conf").is_file() {
         tree.host_file_mode("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644)?;
