@@ -417,3 +417,44 @@ fn debootstrap(
     }
     Ok(Ok((tree, work)))
 }
+
+#[cfg(test)]
+mod node_manager_tests {
+    use super::*;
+    use crate::tree::EntryKind;
+
+    #[test]
+    fn a_base_with_nodemgr_gets_mke2fs_vsh_and_logins_in_run() {
+        let Some(mke2fs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            eprintln!("SKIP: no mke2fs (apt-get install e2fsprogs)");
+            return;
+        };
+        let mut tree = ImageTree::new();
+        tree.dir("etc", 0o755).unwrap();
+        etc_skeleton(&mut tree, "test", "1").unwrap();
+        // Busybox's applet is replaced.
+        tree.symlink("sbin/mke2fs", "../bin/busybox").unwrap();
+        node_manager_support(&mut tree, "/usr/sbin/nodemgr").unwrap();
+        let kind = |p: &str| tree.get(p).map(|e| e.kind.clone());
+        assert!(
+            matches!(kind("sbin/mke2fs"), Some(EntryKind::File(_))),
+            "{mke2fs}"
+        );
+        assert_eq!(
+            kind("usr/sbin/vsh"),
+            Some(EntryKind::Symlink("nodemgr".into()))
+        );
+        assert_eq!(
+            kind("etc/passwd"),
+            Some(EntryKind::Symlink("/run/plnode/passwd".into()))
+        );
+        assert!(tree.contains("etc/passwd.node"));
+        let Some(EntryKind::File(crate::tree::FileData::Bytes(shells))) = kind("etc/shells") else {
+            panic!("no /etc/shells");
+        };
+        assert!(String::from_utf8_lossy(&shells).contains("/usr/sbin/vsh\n"));
+    }
+}

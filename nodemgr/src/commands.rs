@@ -351,6 +351,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print_report(&r);
+                print_lease_left(
+                    r.state
+                        .rspec
+                        .lease_end
+                        .map(|end| end.unix() - config::Timestamp::now().unix()),
+                );
             }
         }
         Command::Enter {

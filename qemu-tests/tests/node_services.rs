@@ -53,7 +53,9 @@ fn until(what: &str, secs: u64, mut check: impl FnMut() -> bool) -> Duration {
 
 fn running(staff: &Ssh, slice: &str) -> bool {
     staff
-        .run(&format!("nodemgr list --json | grep -A3 '\"{slice}\"' | grep -q '\"pid\": [0-9]'"))
+        .run(&format!(
+            "nodemgr list --json | grep -A3 '\"{slice}\"' | grep -q '\"pid\": [0-9]'"
+        ))
         .is_ok_and(|o| o.status.success())
 }
 
@@ -67,7 +69,13 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
     // Two slices before the node exists: made at nodemgr's first poll.
     for slice in ["pl_alpha", "pl_beta"] {
         lab.server
-            .assign_slice(slice, rspec(64), Some(INITSCRIPT), std::slice::from_ref(&public), node.id)
+            .assign_slice(
+                slice,
+                rspec(64),
+                Some(INITSCRIPT),
+                std::slice::from_ref(&public),
+                node.id,
+            )
             .unwrap();
     }
     let iso = lab.node_iso(&node).unwrap();
@@ -93,7 +101,9 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
 
     // Both slivers run, their initscripts ran.
     for slice in ["pl_alpha", "pl_beta"] {
-        until(&format!("sliver {slice} running"), 180, || running(&staff, slice));
+        until(&format!("sliver {slice} running"), 180, || {
+            running(&staff, slice)
+        });
         until(&format!("initscript of {slice}"), 120, || {
             staff
                 .run(&format!("nodemgr enter {slice} -- cat /etc/hello"))
@@ -115,7 +125,9 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
     // none of them is visible (the sliver's PID 1 is the nodemgr binary).
     let commands = &lines[3..];
     assert!(
-        !commands.iter().any(|c| c.contains("dropbear") || c.contains("init")),
+        !commands
+            .iter()
+            .any(|c| c.contains("dropbear") || c.contains("init")),
         "{inside}"
     );
 
@@ -142,13 +154,23 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
     // to a login (the poll triggered as the hint triggers it).
     let added = Instant::now();
     lab.server
-        .assign_slice("pl_gamma", rspec(64), None, std::slice::from_ref(&public), node.id)
+        .assign_slice(
+            "pl_gamma",
+            rspec(64),
+            None,
+            std::slice::from_ref(&public),
+            node.id,
+        )
         .unwrap();
     staff.run_ok("kill -USR1 $(pidof nodemgr)").unwrap();
-    until("sliver pl_gamma running", 180, || running(&staff, "pl_gamma"));
+    until("sliver pl_gamma running", 180, || {
+        running(&staff, "pl_gamma")
+    });
     let to_running = added.elapsed();
     until("a login as pl_gamma", 180, || {
-        as_slice("pl_gamma").run("id -un").is_ok_and(|o| o.status.success())
+        as_slice("pl_gamma")
+            .run("id -un")
+            .is_ok_and(|o| o.status.success())
     });
     let to_login = added.elapsed();
     eprintln!(
@@ -162,14 +184,16 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
     admin
         .remove_nodes_from_slice(
             &"pl_gamma".parse().unwrap(),
-            &[bootserver::admin::NodeRef::Id(config::node::NodeId(node.id))],
+            &[bootserver::admin::NodeRef::Id(config::node::NodeId(
+                node.id,
+            ))],
         )
         .unwrap();
     staff.run_ok("kill -USR1 $(pidof nodemgr)").unwrap();
     until("pl_gamma gone", 180, || {
-        staff
-            .run("nodemgr list")
-            .is_ok_and(|o| o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("pl_gamma"))
+        staff.run("nodemgr list").is_ok_and(|o| {
+            o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("pl_gamma")
+        })
     });
     assert!(!as_slice("pl_gamma").run("true").unwrap().status.success());
 
@@ -178,14 +202,21 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
     f.expect("@step supervisor/shutdown ok", 300).unwrap();
     assert!(f.qemu.wait_exit(Duration::from_secs(120)));
     drop(f);
-    let mut qemu = lab.boot_forwarding("second", boot(), &[(port, 22)]).unwrap();
+    let mut qemu = lab
+        .boot_forwarding("second", boot(), &[(port, 22)])
+        .unwrap();
     let mut f = Follow::new(&mut qemu, &lab, node.id);
     f.step_ok("service/nodemgr", 900).unwrap();
     for slice in ["pl_alpha", "pl_beta"] {
-        until(&format!("sliver {slice} back"), 180, || running(&staff, slice));
+        until(&format!("sliver {slice} back"), 180, || {
+            running(&staff, slice)
+        });
     }
     assert_eq!(
-        as_slice("pl_alpha").run_ok("cat /etc/hello").unwrap().trim(),
+        as_slice("pl_alpha")
+            .run_ok("cat /etc/hello")
+            .unwrap()
+            .trim(),
         "initscript of pl_alpha ran"
     );
     f.qemu.kill();
