@@ -91,3 +91,17 @@ impl NodeIdentity {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_broken_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = NodeIdentity::load(dir.path(), &dir.path().join("handover.json")).unwrap_err();
+        assert!(e.to_string().contains("node.toml"), "{e}");
+        let e = ServerClient::new(b"", vec![], None, std::time::UNIX_EPOCH, None).unwrap_err();
+        assert!(matches!(e, ClientError::NoServer), "{e}");
+    }
+}

@@ -940,6 +940,14 @@ pub fn find_init(cgroup: &SliverCgroup) -> Result<Option<i32>, CgroupError> {
         let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
+        // A PID 1 that died and was not reaped yet (nodemgr serve is its
+        // parent) is not a running sliver.
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("zombie"))
+        {
+            continue;
+        }
         let ids = ns_pids(&status);
         if ids.len() == depth + 1 && ids.last() == Some(&"1") {
             return Ok(Some(pid));
