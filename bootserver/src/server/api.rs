@@ -388,6 +388,7 @@ pub async fn slivers(State(app): State<Arc<App>>, req: Request) -> Response {
             .with(|c| registry::slivers_for_node(c, a.node.id, now))
             .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
             .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
+        app.slivers_seen.record(a.node.id, &slivers);
         let reply = SliversResponse {
             node_id: a.node.id,
             generated_at: now,
