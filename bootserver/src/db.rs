@@ -240,6 +240,42 @@ const MIGRATIONS: &[&str] = &[
         bytes        INTEGER NOT NULL
     );
     "#,
+    // 2: rollouts (the newest counts), what each node did with a rollout's
+    // release, and the check-in hints owed to a node.
+    r#"
+    ALTER TABLE nodes ADD COLUMN update_now_at INTEGER;
+    ALTER TABLE nodes ADD COLUMN hint_key TEXT;
+
+    CREATE TABLE rollouts (
+        id              INTEGER PRIMARY KEY,
+        deployment      TEXT NOT NULL,
+        os_version      TEXT NOT NULL,
+        targets_version INTEGER NOT NULL,
+        -- cumulative shares in parts of 10000, e.g. 100,1000,5000,10000
+        waves           TEXT NOT NULL,
+        interval_secs   INTEGER NOT NULL CHECK (interval_secs >= 0),
+        -- `5%` or a count
+        max_failures    TEXT NOT NULL,
+        state           TEXT NOT NULL
+            CHECK (state IN ('active', 'paused', 'halted', 'aborted', 'superseded')),
+        started_at      INTEGER NOT NULL,
+        paused_secs     INTEGER NOT NULL DEFAULT 0,
+        paused_at       INTEGER,
+        note            TEXT,
+        ended_at        INTEGER
+    );
+
+    CREATE TABLE rollout_nodes (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        node_id    INTEGER NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        status     TEXT NOT NULL
+            CHECK (status IN ('staged', 'activated', 'good', 'failed', 'reverted')),
+        at         INTEGER NOT NULL,
+        reason     TEXT,
+        PRIMARY KEY (rollout_id, node_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollout_nodes_by_node ON rollout_nodes(node_id);
+    "#,
 ];
 
 /// Read connections for request handlers, reused across requests so their

@@ -13,17 +13,19 @@
 //!   (the command line in `src/bin/bootserver` prints what they return; the
 //!   QEMU harness and the benchmarks call them in-process).
 //! - [`publish`]: `repo publish`, verifying a pkgsign repository before it
-//!   is served.
+//!   is served; [`rollout`]: a published release goes out in waves.
 
 pub mod admin;
 pub mod db;
 pub mod input;
 pub mod model;
+pub mod overview;
 pub mod pki;
 pub mod publish;
 pub mod registry;
 pub mod replay;
 pub mod repo_store;
+pub mod rollout;
 pub mod server;
 pub mod workdir;
 pub mod writer;

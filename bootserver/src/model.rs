@@ -334,6 +334,7 @@ impl NodeAuth {
             debug_ssh_keys: debug_ssh_keys.to_vec(),
             bwcap: self.bwcap,
             reboot_requested: self.reboot_requested,
+            hints: Default::default(),
         }
     }
 }

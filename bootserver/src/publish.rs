@@ -58,6 +58,60 @@ pub enum PublishError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error("no repository has been published yet (`bootserver repo publish`)")]
+    NothingPublished,
+    #[error("the published repository is not a node OS release")]
+    NotARelease(#[source] config::release::ReleaseError),
+}
+
+/// The node OS release the server publishes now, as the nodes will compute
+/// it from the signed targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRelease {
+    /// The release id (`config::release`).
+    pub deployment: config::release::DeploymentId,
+    /// Its `base` version.
+    pub os_version: String,
+    /// The signed targets version it came in.
+    pub targets_version: u64,
+}
+
+/// Reads the release from the server's trusted state (what the last
+/// publish verified); no network, no expiry check.
+pub fn published_release(wd: &WorkDir) -> Result<PublishedRelease, PublishError> {
+    let trust_dir = wd.trust_dir();
+    let root_path = trust_dir.join("root.json");
+    let root = match fs::read(&root_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PublishError::NothingPublished)
+        }
+        Err(source) => {
+            return Err(PublishError::ReadRoot {
+                path: root_path,
+                source,
+            })
+        }
+    };
+    let verifier = Verifier::open(&trust_dir, &root)?;
+    let repo = verifier
+        .trusted_repo()
+        .ok_or(PublishError::NothingPublished)?;
+    let signed: Vec<config::release::SignedPackage<'_>> = repo
+        .targets
+        .iter()
+        .map(|(name, info)| config::release::SignedPackage {
+            name,
+            version: &info.version,
+            sha256: info.sha256().0,
+        })
+        .collect();
+    let deployment = config::release::deployment_id(&signed).map_err(PublishError::NotARelease)?;
+    Ok(PublishedRelease {
+        os_version: deployment.os_version().to_string(),
+        deployment,
+        targets_version: repo.targets_version,
+    })
 }
 
 /// An exclusive lock held while publishing (released on drop).

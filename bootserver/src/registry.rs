@@ -36,6 +36,14 @@ pub enum RegistryError {
     /// reports the reason as text).
     #[error("{reason}")]
     Rspec { reason: String },
+    #[error("no rollout has been started (`bootserver rollout start VERSION`)")]
+    NoRollout,
+    #[error("rollout {id} is {state}: it cannot {action}")]
+    RolloutState {
+        id: u64,
+        state: config::api::RolloutState,
+        action: &'static str,
+    },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -704,6 +712,28 @@ pub fn auth_failures(conn: &Connection, node: u64) -> Result<Vec<AuthFailureCoun
     Ok(rows)
 }
 
+/// Failed authentications per node id (0 = unknown nodes): how many, and
+/// the latest.
+pub fn auth_failure_summary(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<u64, crate::overview::AuthFailures>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, sum(count), max(last_at) FROM auth_failures GROUP BY node_id",
+    )?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                crate::overview::AuthFailures {
+                    count: row.get::<_, i64>(1)? as u64,
+                    last_at: ts(row.get(2)?),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 /// Total failed authentications per node id (0 = unknown nodes).
 pub fn auth_failure_totals(conn: &Connection) -> Result<std::collections::HashMap<u64, u64>> {
     let mut stmt =
@@ -1013,10 +1043,38 @@ pub fn publishes(conn: &Connection, limit: u32) -> Result<Vec<RepoPublish>> {
     Ok(rows)
 }
 
-/// The stored run level of a node (the writer compares it with a report):
-/// `None` if there is no such node, `Some(None)` if it never reported one.
-pub(crate) fn run_level_of(conn: &Connection, node: NodeId) -> Result<Option<Option<RunLevel>>> {
-    let mut stmt = conn.prepare_cached("SELECT run_level FROM nodes WHERE id = ?1")?;
-    let level: Option<Option<String>> = stmt.query_row([node.0 as i64], |r| r.get(0)).optional()?;
-    Ok(level.map(|l| l.and_then(|s| parse_run_level(&s).ok())))
+/// What a check-in compares and consumes: the node's stored run level (a
+/// change is logged), a pending "update now" request and the last rollout
+/// hint it was given. `None` if there is no such node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckinState {
+    pub run_level: Option<RunLevel>,
+    pub update_now: bool,
+    pub hint_key: Option<String>,
+}
+
+pub(crate) fn checkin_state(conn: &Connection, node: NodeId) -> Result<Option<CheckinState>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_level, update_now_at IS NOT NULL, hint_key FROM nodes WHERE id = ?1",
+    )?;
+    let state = stmt
+        .query_row([node.0 as i64], |r| {
+            let level: Option<String> = r.get(0)?;
+            Ok(CheckinState {
+                run_level: level.and_then(|s| parse_run_level(&s).ok()),
+                update_now: r.get(1)?,
+                hint_key: r.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(state)
+}
+
+/// Asks the node to check for an update at its next check-in.
+pub fn request_update_now(conn: &Connection, node: &Node, now: Timestamp, keep: u32) -> Result<()> {
+    conn.execute(
+        "UPDATE nodes SET update_now_at = ?2 WHERE id = ?1",
+        params![node.id.0 as i64, now.unix()],
+    )?;
+    admin_event(conn, node.id, now, "update check requested (admin)", keep)
 }

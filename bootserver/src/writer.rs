@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use config::api::auth::Nonce;
 use config::api::{
-    BootState, CheckinRequest, FailureReport, HelloRequest, InstallReport, ProgressReport,
+    BootState, CheckinRequest, FailureReport, HelloRequest, Hints, InstallReport, ProgressReport,
     UpdateEvent, UpdateReport,
 };
 use config::node::NodeId;
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::{self, DbError, OpenMode};
 use crate::model::{EventKind, NodeAuth};
 use crate::registry::{self, to_json, RegistryError};
+use crate::rollout::{self, NodeProgress};
 
 /// Why an authentication failed, as counted per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,8 @@ pub enum WriteOp {
 #[derive(Debug)]
 pub enum WriteOutcome {
     Done,
+    /// After a check-in: the hints its reply carries.
+    CheckedIn(Hints),
     /// After `installed`: the node's record as it now is.
     Installed(Box<NodeAuth>),
 }
@@ -303,8 +306,8 @@ fn apply(conn: &Connection, op: &WriteOp, now: Timestamp, settings: WriterSettin
             peer,
         } => {
             record_nonce(conn, stamp)?;
-            record_checkin(conn, stamp.node, request, peer, now, keep)?;
-            Ok(WriteOutcome::Done)
+            let hints = record_checkin(conn, stamp.node, request, peer, now, keep)?;
+            Ok(WriteOutcome::CheckedIn(hints))
         }
         WriteOp::Progress { stamp, report } => {
             node_exists(conn, stamp.node)?;
@@ -421,6 +424,8 @@ fn apply(conn: &Connection, op: &WriteOp, now: Timestamp, settings: WriterSettin
                 UpdateEvent::MarkedGood => "marked good",
                 UpdateEvent::RolledBack => "rolled back",
                 UpdateEvent::Failed => "failed",
+                UpdateEvent::Held => "held",
+                UpdateEvent::Reverted => "reverted",
             };
             let reason = report
                 .reason
@@ -450,6 +455,7 @@ fn apply(conn: &Connection, op: &WriteOp, now: Timestamp, settings: WriterSettin
                 )
                 .map_err(sql)?;
             }
+            record_rollout_progress(conn, stamp.node, report, now, keep)?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::NonceOnly { stamp } => {
@@ -517,6 +523,98 @@ fn apply(conn: &Connection, op: &WriteOp, now: Timestamp, settings: WriterSettin
     }
 }
 
+/// What a node's update report means for the newest rollout: its
+/// progress with the release (when the report is about that release), and
+/// a halt when failures in its wave pass the rollout's limit.
+fn record_rollout_progress(
+    conn: &Connection,
+    node: NodeId,
+    report: &UpdateReport,
+    now: Timestamp,
+    keep: u32,
+) -> Result<(), WriteError> {
+    let progress = match report.event {
+        UpdateEvent::Staged => NodeProgress::Staged,
+        UpdateEvent::Activated => NodeProgress::Activated,
+        UpdateEvent::MarkedGood => NodeProgress::Good,
+        UpdateEvent::RolledBack | UpdateEvent::Failed => NodeProgress::Failed,
+        UpdateEvent::Reverted => NodeProgress::Reverted,
+        UpdateEvent::Held => return Ok(()),
+    };
+    let Some(current) = rollout::store::latest(conn).map_err(failed)? else {
+        return Ok(());
+    };
+    if current.deployment.as_str() != report.deployment
+        || current.state == config::api::RolloutState::Superseded
+    {
+        return Ok(());
+    }
+    rollout::store::record_progress(
+        conn,
+        current.id,
+        node,
+        progress,
+        report.reason.as_deref(),
+        report.at,
+    )
+    .map_err(failed)?;
+    if progress == NodeProgress::Failed {
+        if let Some(why) =
+            rollout::store::halt_if_over_limit(conn, &current, node, now).map_err(failed)?
+        {
+            tracing::warn!(rollout = current.id, "{why}");
+            registry::add_event(
+                conn,
+                node,
+                EventKind::Update,
+                now,
+                now,
+                "rollout",
+                None,
+                &format!("rollout {} {why}", current.id),
+                None,
+            )
+            .map_err(failed)?;
+            registry::trim_events(conn, node, keep).map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The hints a check-in reply carries: `check_updates` once after staff
+/// asked (`node update-now`), and once per rollout event that concerns
+/// the node (its wave opened while it runs something else; the rollout
+/// was aborted while it runs the release).
+fn checkin_hints(
+    conn: &Connection,
+    node: NodeId,
+    state: &registry::CheckinState,
+    running: Option<&str>,
+    now: Timestamp,
+) -> Result<Hints, WriteError> {
+    let mut hints = Hints::default();
+    if state.update_now {
+        hints.check_updates = true;
+        let mut stmt = conn
+            .prepare_cached("UPDATE nodes SET update_now_at = NULL WHERE id = ?1")
+            .map_err(sql)?;
+        stmt.execute([node.0 as i64]).map_err(sql)?;
+    }
+    let Some(current) = rollout::store::latest(conn).map_err(failed)? else {
+        return Ok(hints);
+    };
+    if let Some(key) = current.hint_key(node, running, now) {
+        if state.hint_key.as_deref() != Some(key.as_str()) {
+            hints.check_updates = true;
+            let mut stmt = conn
+                .prepare_cached("UPDATE nodes SET hint_key = ?2 WHERE id = ?1")
+                .map_err(sql)?;
+            stmt.execute(params![node.0 as i64, key]).map_err(sql)?;
+        }
+    }
+    Ok(hints)
+}
+
 fn record_checkin(
     conn: &Connection,
     node: NodeId,
@@ -524,12 +622,14 @@ fn record_checkin(
     peer: &str,
     now: Timestamp,
     keep: u32,
-) -> Result<(), WriteError> {
-    // One lookup tells both whether the node still exists and what it
-    // reported last (the savepoint undoes the nonce if it is gone).
-    let previous = registry::run_level_of(conn, node)
+) -> Result<Hints, WriteError> {
+    // One lookup tells whether the node still exists, what it reported
+    // last (the savepoint undoes the nonce if it is gone) and what hints
+    // it is owed.
+    let state = registry::checkin_state(conn, node)
         .map_err(failed)?
         .ok_or(WriteError::NodeGone)?;
+    let previous = state.run_level;
     let uptime = request.uptime_secs.min(i64::MAX as u64 / 2) as i64;
     let mut stmt = conn
         .prepare_cached(
@@ -575,7 +675,7 @@ fn record_checkin(
         .map_err(failed)?;
         registry::trim_events(conn, node, keep).map_err(failed)?;
     }
-    Ok(())
+    checkin_hints(conn, node, &state, request.deployment.as_deref(), now)
 }
 
 /// Nonces still inside the freshness window, to refill the replay cache

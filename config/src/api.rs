@@ -6,7 +6,8 @@ pub mod auth;
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::{MacAddr, NodeId};
+use crate::node::{MacAddr, Mirror, NodeId};
+use crate::release::DeploymentId;
 use crate::rspec::Rspec;
 use crate::timestamp::Timestamp;
 use crate::units::Rate;
@@ -27,6 +28,8 @@ pub mod paths {
     pub const UPDATE: &str = "/api/v1/node/update";
     /// `GET`, authenticated: → [`SliversResponse`](super::SliversResponse).
     pub const SLIVERS: &str = "/api/v1/node/slivers";
+    /// The release the node may install now (the updater's own request).
+    pub const RELEASE: &str = "/api/v1/node/release";
     /// `POST`, no authentication (the node has no key yet):
     /// [`HelloRequest`](super::HelloRequest) → [`HelloResponse`](super::HelloResponse).
     pub const HELLO: &str = "/api/v1/unregistered/hello";
@@ -262,6 +265,196 @@ pub struct CheckinResponse {
     /// The admins asked the running node to reboot.
     #[serde(default)]
     pub reboot_requested: bool,
+    /// Things a service of the node should do now; the supervisor wakes
+    /// the services that asked for them (`wake_on` in supervisor.toml).
+    #[serde(default)]
+    pub hints: Hints,
+}
+
+/// One thing the boot server asks a node's service to do now. Each is a
+/// nudge only: the service then asks the server itself (its own
+/// authenticated request) what to do, so a hint carries no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hint {
+    /// Check for an update now: the node's rollout wave opened, the
+    /// rollout was aborted, or staff asked (`bootserver node update-now`).
+    CheckUpdates,
+    /// The node's slices changed (assignments, keys, rspecs, leases) since
+    /// it last fetched its slivers: the node manager polls now.
+    SlicesChanged,
+}
+
+impl Hint {
+    /// Every hint, for messages.
+    pub const ALL: [Hint; 2] = [Hint::CheckUpdates, Hint::SlicesChanged];
+
+    /// The name used on the wire and in supervisor.toml's `wake_on`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hint::CheckUpdates => "check_updates",
+            Hint::SlicesChanged => "slices_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The hints of a check-in reply; all off unless the server sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Hints {
+    /// See [`Hint::CheckUpdates`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_updates: bool,
+    /// See [`Hint::SlicesChanged`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slices_changed: bool,
+}
+
+impl Hints {
+    /// The hints that are set.
+    pub fn set(&self) -> Vec<Hint> {
+        let mut out = Vec::new();
+        if self.check_updates {
+            out.push(Hint::CheckUpdates);
+        }
+        if self.slices_changed {
+            out.push(Hint::SlicesChanged);
+        }
+        out
+    }
+
+    /// Whether `hint` is set.
+    pub fn has(&self, hint: Hint) -> bool {
+        match hint {
+            Hint::CheckUpdates => self.check_updates,
+            Hint::SlicesChanged => self.slices_changed,
+        }
+    }
+
+    /// No hint is set.
+    pub fn is_empty(&self) -> bool {
+        self.set().is_empty()
+    }
+}
+
+/// Where a rollout stands (DESIGN.md §2, rollouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Waves open one after the other.
+    Active,
+    /// Stopped by staff: no new node takes the release; time stands still.
+    Paused,
+    /// Stopped because failures in a wave passed the threshold; like
+    /// `paused` until staff resume or abort.
+    Halted,
+    /// Given up: nodes that took the release go back to their previous one.
+    Aborted,
+    /// A newer rollout took its place.
+    Superseded,
+}
+
+impl RolloutState {
+    /// Every state.
+    pub const ALL: [RolloutState; 5] = [
+        RolloutState::Active,
+        RolloutState::Paused,
+        RolloutState::Halted,
+        RolloutState::Aborted,
+        RolloutState::Superseded,
+    ];
+
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Active => "active",
+            RolloutState::Paused => "paused",
+            RolloutState::Halted => "halted",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Superseded => "superseded",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RolloutState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RolloutState, String> {
+        RolloutState::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a rollout state"))
+    }
+}
+
+/// What the node may install (the decision of [`ReleaseDirective`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReleaseAllow {
+    /// No rollout governs the node: whatever the signed repository names.
+    Latest,
+    /// Exactly this release; if the signed repository names another, the
+    /// node waits.
+    Release {
+        /// The release id (`config::release`).
+        deployment: DeploymentId,
+    },
+    /// Nothing new: keep what runs (the node's wave has not opened, or the
+    /// rollout is paused, halted or aborted).
+    Hold,
+}
+
+/// The rollout behind a [`ReleaseDirective`], for the node's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutNote {
+    /// The rollout's number.
+    pub id: u64,
+    /// The release it rolls out.
+    pub deployment: DeploymentId,
+    /// The node's wave, counted from 1.
+    pub wave: u32,
+    /// How many waves the rollout has.
+    pub waves: u32,
+    /// Where the rollout stands.
+    pub state: RolloutState,
+    /// When the node's wave opens, if it has not and the rollout is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<Timestamp>,
+}
+
+/// Reply to `GET /api/v1/node/release`: which release the node may install
+/// now. Asked conditionally (`If-None-Match`), so an unchanged answer is a
+/// `304` with no body; a `304` is signed like a `200` over the body the
+/// node already has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseDirective {
+    /// What the node may install.
+    pub allow: ReleaseAllow,
+    /// A release the node must not run (its rollout was aborted): a node
+    /// running it, or having it staged, goes back to its previous deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<DeploymentId>,
+    /// The rollout that decided, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutNote>,
+    /// The newest `timestamp.json` version the server has published: a
+    /// repository source with an older one is stale and skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_version: Option<u64>,
+    /// Mirrors of the signed repository (tried before the boot server;
+    /// trusted only through the signed metadata).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
 
 /// One step of a boot or install as the node saw it, for the server's
@@ -339,6 +532,12 @@ pub enum UpdateEvent {
     RolledBack,
     /// Verification or download failed; nothing was staged.
     Failed,
+    /// The node waits: its rollout wave has not opened, or the rollout is
+    /// paused, halted or aborted (reported once per change).
+    Held,
+    /// The release's rollout was aborted: the node staged its previous
+    /// deployment again (or dropped the staged one).
+    Reverted,
 }
 
 /// The updater telling the server what happened to an update.
@@ -443,14 +642,73 @@ mod tests {
             debug_ssh_keys: vec![],
             bwcap: Some(Rate::mbit(100)),
             reboot_requested: false,
+            hints: Hints {
+                check_updates: true,
+                slices_changed: true,
+            },
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["boot_state"], "reinstall");
         assert_eq!(json["network"]["method"], "static");
         assert_eq!(json["server_time"], "2027-01-01T00:00:00Z");
         assert_eq!(json["bwcap"], "100mbit");
+        assert_eq!(json["hints"]["check_updates"], true);
+        assert_eq!(json["hints"]["slices_changed"], true);
         let back: CheckinResponse = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn hints_are_off_unless_sent_and_name_themselves() {
+        let old_server: CheckinResponse = serde_json::from_value(serde_json::json!({
+            "boot_state": "boot", "hostname": "n1", "network": {"method": "dhcp"},
+            "server_time": "2027-01-01T00:00:00Z", "checkin_interval_secs": 300
+        }))
+        .unwrap();
+        assert!(old_server.hints.is_empty());
+        assert_eq!(serde_json::to_string(&Hints::default()).unwrap(), "{}");
+        let on = Hints {
+            check_updates: true,
+            ..Hints::default()
+        };
+        assert_eq!(on.set(), [Hint::CheckUpdates]);
+        assert!(on.has(Hint::CheckUpdates));
+        let named: Vec<Hint> =
+            serde_json::from_str(r#"["check_updates", "slices_changed"]"#).unwrap();
+        assert_eq!(named, [Hint::CheckUpdates, Hint::SlicesChanged]);
+        assert!(serde_json::from_str::<Vec<Hint>>(r#"["reboot_now"]"#).is_err());
+    }
+
+    #[test]
+    fn a_release_directive_round_trips() {
+        let d = ReleaseDirective {
+            allow: ReleaseAllow::Release {
+                deployment: DeploymentId::new("2-0a1b2c3d").unwrap(),
+            },
+            revert: None,
+            rollout: Some(RolloutNote {
+                id: 3,
+                deployment: DeploymentId::new("2-0a1b2c3d").unwrap(),
+                wave: 1,
+                waves: 4,
+                state: RolloutState::Active,
+                opens_at: None,
+            }),
+            timestamp_version: Some(7),
+            mirrors: vec![],
+        };
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["allow"]["kind"], "release");
+        assert_eq!(json["allow"]["deployment"], "2-0a1b2c3d");
+        assert_eq!(json["rollout"]["state"], "active");
+        assert_eq!(serde_json::from_value::<ReleaseDirective>(json).unwrap(), d);
+        let hold: ReleaseDirective =
+            serde_json::from_str(r#"{"allow":{"kind":"hold"},"revert":"2-0a1b2c3d"}"#).unwrap();
+        assert_eq!(hold.allow, ReleaseAllow::Hold);
+        assert!(serde_json::from_str::<ReleaseDirective>(
+            r#"{"allow":{"kind":"release","deployment":"../etc"}}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! - [`node`]: the node config (`node.toml`), strict, with errors that name
 //!   file, line and field; [`plnode`] imports PlanetLab's `plnode.txt`.
 //! - [`rspec`]: a sliver's resources; [`units`]: rates and sizes as people write them.
-//! - [`cd`]: what a boot CD says about itself.
-//! - [`api`]: the node API's JSON types and request authentication.
+//! - [`cd`]: what a boot CD says about itself; [`handover`]: what the CD
+//!   tells the installed system it starts.
+//! - [`events`]: the node's event journal (what its services append, what
+//!   the sensors follow).
+//! - [`api`]: the node API's JSON types and request authentication;
+//!   [`release`]: the id of a node OS release, computed alike on both sides.
 //!
 //! This crate does no I/O beyond reading the file it is asked to parse.
 
@@ -14,8 +18,11 @@
 pub mod api;
 pub mod cd;
 mod error;
+pub mod events;
+pub mod handover;
 pub mod node;
 pub mod plnode;
+pub mod release;
 pub mod rspec;
 pub mod server;
 pub mod timestamp;

@@ -360,6 +360,61 @@ impl<'de> Deserialize<'de> for ServerUrl {
     }
 }
 
+/// A mirror of the signed repository: any static HTTPS server or CDN
+/// serving `metadata/` and `targets/` under a base URL. What it serves is
+/// trusted only through the signed metadata (whose root comes from the
+/// CD); its CA only authenticates the transport to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawMirror", into = "RawMirror")]
+pub struct Mirror {
+    /// The repository's base URL on the mirror.
+    pub url: ServerUrl,
+    /// The CA certificate(s), PEM, that the mirror's TLS certificate must
+    /// chain to; `None`: the boot server's CA (the CD's).
+    pub ca: Option<String>,
+}
+
+/// The most PEM text a mirror's CA may have.
+pub const MAX_MIRROR_CA_LEN: usize = 16 * 1024;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    url: ServerUrl,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
+}
+
+impl TryFrom<RawMirror> for Mirror {
+    type Error = String;
+    fn try_from(raw: RawMirror) -> Result<Mirror, String> {
+        if let Some(ca) = &raw.ca {
+            let pem_like = ca.len() <= MAX_MIRROR_CA_LEN
+                && ca.contains("-----BEGIN CERTIFICATE-----")
+                && ca.contains("-----END CERTIFICATE-----");
+            if !pem_like {
+                return Err(format!(
+                    "the CA of mirror {} is not PEM certificate text (-----BEGIN CERTIFICATE----- …, at most {MAX_MIRROR_CA_LEN} bytes)",
+                    raw.url
+                ));
+            }
+        }
+        Ok(Mirror {
+            url: raw.url,
+            ca: raw.ca,
+        })
+    }
+}
+
+impl From<Mirror> for RawMirror {
+    fn from(m: Mirror) -> RawMirror {
+        RawMirror {
+            url: m.url,
+            ca: m.ca,
+        }
+    }
+}
+
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -379,6 +434,8 @@ pub struct NodeConfig {
     pub server_urls: Vec<ServerUrl>,
     /// An HTTP proxy for reaching the boot server, `http://host:port`.
     pub proxy: Option<String>,
+    /// Mirrors of the signed repository, tried before the boot server.
+    pub mirrors: Vec<Mirror>,
 }
 
 impl NodeConfig {
@@ -427,6 +484,8 @@ mod file {
         pub network: NetworkSection,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub server: Option<ServerSection>,
+        #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+        pub mirrors: Vec<Mirror>,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -604,6 +663,7 @@ mod file {
                 },
                 server_urls,
                 proxy,
+                mirrors: self.mirrors,
             })
         }
 
@@ -649,6 +709,7 @@ mod file {
                     dns,
                 },
                 server,
+                mirrors: c.mirrors.clone(),
             }
         }
     }
@@ -701,6 +762,38 @@ mod tests {
         .unwrap();
         let again = parse(&c.to_toml()).unwrap();
         assert_eq!(c, again);
+    }
+
+    #[test]
+    fn mirrors_parse_round_trip_and_refuse_what_is_not_a_ca() {
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let c = parse(&static_config(&format!(
+            "\n[[mirror]]\nurl = \"https://cdn.example.org/plnode/repo/\"\nca = \"\"\"\n{ca}\"\"\"\n\n[[mirror]]\nurl = \"https://10.0.2.2:8444\"\n"
+        )))
+        .unwrap();
+        assert_eq!(c.mirrors.len(), 2);
+        assert_eq!(
+            c.mirrors[0].url.as_str(),
+            "https://cdn.example.org/plnode/repo"
+        );
+        assert!(c.mirrors[0]
+            .ca
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        assert_eq!(c.mirrors[1].ca, None);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+
+        let e = parse(&static_config(
+            "\n[[mirror]]\nurl = \"https://m.example.org\"\nca = \"hello\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not PEM certificate text"), "{e}");
+        let e = parse(&static_config(
+            "\n[[mirror]]\nurl = \"http://m.example.org\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not an https:// URL"), "{e}");
     }
 
     #[test]

@@ -279,6 +279,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Imported, ConfigError> {
             },
             server_urls: Vec::new(),
             proxy,
+            mirrors: Vec::new(),
         },
         warnings,
     })

@@ -35,6 +35,57 @@ pub struct ServerConfig {
     /// Bounds on what clients may make the server hold.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Mirrors of the repository, and whether this server serves packages.
+    #[serde(default, skip_serializing_if = "RepositorySection::is_default")]
+    pub repository: RepositorySection,
+}
+
+/// `[repository]`: where nodes get the signed repository besides this server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    /// Mirrors of the signed repository (`[[repository.mirror]]`), named to
+    /// every node in its release directive; nodes try them before this
+    /// server and trust them only through the signed metadata.
+    #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<ServerMirror>,
+    /// Serve the package files (`/repo/targets/…`) from this server too.
+    /// Off when a CDN or mirror carries the packages and this server only
+    /// the (small) metadata.
+    #[serde(default = "default_serve_packages")]
+    pub serve_packages: bool,
+}
+
+fn default_serve_packages() -> bool {
+    true
+}
+
+impl Default for RepositorySection {
+    fn default() -> RepositorySection {
+        RepositorySection {
+            mirrors: Vec::new(),
+            serve_packages: true,
+        }
+    }
+}
+
+impl RepositorySection {
+    fn is_default(&self) -> bool {
+        *self == RepositorySection::default()
+    }
+}
+
+/// One `[[repository.mirror]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMirror {
+    /// The repository's base URL on the mirror (`metadata/` and `targets/`
+    /// below it).
+    pub url: ServerUrl,
+    /// A PEM file with the CA the mirror's certificate chains to (relative
+    /// to the working directory); absent: the boot CD's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `[server]`: the listening address and the URLs nodes use.
@@ -158,6 +209,7 @@ impl ServerConfig {
             auth: AuthSection::default(),
             nodes: NodesSection::default(),
             limits: LimitsSection::default(),
+            repository: RepositorySection::default(),
         }
     }
 
@@ -302,6 +354,26 @@ mod tests {
         let e = parse(&format!("{MINIMAL}\n[limits]\nmax_bodies = 5\n")).unwrap_err();
         assert!(e.to_string().contains("unknown field `max_bodies`"), "{e}");
         let e = parse(&MINIMAL.replace("https://boot", "http://boot")).unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn mirrors_and_package_serving_are_optional() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.repository.serve_packages);
+        assert!(c.repository.mirrors.is_empty());
+        assert!(!c.to_toml().contains("[repository]"));
+        let c = parse(&format!(
+            "{MINIMAL}\n[repository]\nserve_packages = false\n\n[[repository.mirror]]\nurl = \"https://cdn.example.org/repo\"\nca = \"mirror-ca.pem\"\n"
+        ))
+        .unwrap();
+        assert!(!c.repository.serve_packages);
+        assert_eq!(c.repository.mirrors[0].url.host(), "cdn.example.org");
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let e = parse(&format!(
+            "{MINIMAL}\n[[repository.mirror]]\nurl = \"ftp://cdn.example.org\"\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("https://"), "{e}");
     }
 

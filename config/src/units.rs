@@ -55,12 +55,34 @@ impl ByteSize {
     }
 }
 
+/// A length of time in whole seconds, written `90s`, `10m`, `2h`, `1d` or
+/// as bare seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Period(u64);
+
+impl Period {
+    /// `secs` seconds.
+    pub const fn from_secs(secs: u64) -> Period {
+        Period(secs)
+    }
+    /// The length in seconds.
+    pub const fn secs(self) -> u64 {
+        self.0
+    }
+    /// The length as a [`std::time::Duration`].
+    pub const fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
 /// A rate or size that does not parse: no number, an unknown unit, or a
 /// value that does not fit in 64 bits. The text names the input and the
 /// units accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UnitError(String);
+
+const PERIOD_UNITS: &[(&str, u64)] = &[("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
 
 const RATE_UNITS: &[(&str, u64)] = &[
     ("tbit", 1_000_000_000_000),
@@ -172,6 +194,24 @@ impl fmt::Display for Rate {
     }
 }
 
+impl FromStr for Period {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Period, UnitError> {
+        parse_quantity(s, PERIOD_UNITS, "time").map(Period)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = format_quantity(self.0, PERIOD_UNITS);
+        if s.chars().all(|c| c.is_ascii_digit()) {
+            write!(f, "{s}s")
+        } else {
+            f.write_str(&s)
+        }
+    }
+}
+
 const DISPLAY_SIZE_UNITS: &[(&str, u64)] = &[
     ("TiB", 1 << 40),
     ("GiB", 1 << 30),
@@ -229,10 +269,21 @@ macro_rules! serde_quantity {
 
 serde_quantity!(Rate, "a rate such as \"10mbit\" or bits per second");
 serde_quantity!(ByteSize, "a size such as \"512MiB\" or bytes");
+serde_quantity!(Period, "a time such as \"10m\" or seconds");
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_read_like_people_write_them() {
+        assert_eq!("10m".parse::<Period>().unwrap().secs(), 600);
+        assert_eq!("90".parse::<Period>().unwrap().secs(), 90);
+        assert_eq!("1.5h".parse::<Period>().unwrap().secs(), 5400);
+        assert_eq!(Period::from_secs(600).to_string(), "10m");
+        assert_eq!(Period::from_secs(90).to_string(), "90s");
+        assert!("10 weeks".parse::<Period>().is_err());
+    }
 
     #[test]
     fn rates_use_tc_decimal_units() {

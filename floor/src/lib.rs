@@ -10,6 +10,8 @@
 //!   old or the new content ([`durable::write_atomic`]), directory syncs that
 //!   report failure, and clean-up of temporary files a crash left behind.
 //!
+//! - [`journal`]: a size-capped file of one-line records that several
+//!   processes append to and others follow (the node's event journal).
 //! - [`kmod`]: the kernel's module index (`modules.dep`, `.alias`, `.softdep`,
 //!   `.builtin`), parsed one way for the image builder and the node's modprobe.
 //!
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod durable;
+pub mod journal;
 pub mod kmod;
 pub mod report;
 pub mod time;

@@ -54,6 +54,8 @@ pub enum Output {
     Stderr,
     /// Standard output (a service whose output the supervisor logs).
     Stdout,
+    /// Nowhere but the kept tail (many nodes simulated in one process).
+    Discard,
 }
 
 /// Sets up the console and the `tracing` subscriber. Call once, early.
@@ -61,6 +63,7 @@ pub fn init(output: Output) {
     let sinks: Vec<Box<dyn Write + Send>> = match output {
         Output::Stderr => vec![Box::new(std::io::stderr())],
         Output::Stdout => vec![Box::new(std::io::stdout())],
+        Output::Discard => Vec::new(),
         Output::Devices => {
             let mut sinks: Vec<Box<dyn Write + Send>> = Vec::new();
             for dev in ["/dev/ttyS0", "/dev/tty0"] {

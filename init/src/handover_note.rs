@@ -1,51 +1,5 @@
 //! The hand-over note: what the CD's boot manager tells the installed
-//! system it starts (`/run/plnode/handover.json`; `/run` moves along into
-//! the new root). Written by the CD wing, read by the node wing.
+//! system it starts. Written by the CD wing, read by the node wing; the
+//! type lives in `config` so that the sensor server reads it too.
 
-use serde::{Deserialize, Serialize};
-
-/// What the CD tells the installed system (in `/run`, which moves along).
-pub const HANDOVER_FILE: &str = "/run/plnode/handover.json";
-
-/// `/run/plnode/handover.json`: read by the supervisor and the updater.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handover {
-    pub deployment: String,
-    pub os_version: String,
-    /// Boots left while the deployment is on trial.
-    pub trial_boots_left: Option<u32>,
-    pub cd_version: String,
-    pub kernel_release: String,
-    /// The boot servers the CD used (the node config may name none).
-    pub server_urls: Vec<String>,
-    /// The newest time the CD could prove (its build time).
-    pub clock_floor: config::Timestamp,
-}
-
-impl Handover {
-    /// The boot servers the installed system talks to: the node config's,
-    /// else (a config that names none, as PlanetLab's did) the CD's.
-    pub fn server_urls(
-        config: &config::NodeConfig,
-        handover: Option<&Handover>,
-    ) -> Vec<config::node::ServerUrl> {
-        if !config.server_urls.is_empty() {
-            return config.server_urls.clone();
-        }
-        handover
-            .map(|h| {
-                h.server_urls
-                    .iter()
-                    .filter_map(|u| u.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The newest time the CD could prove, or the epoch without a note.
-    pub fn clock_floor(handover: Option<&Handover>) -> std::time::SystemTime {
-        handover
-            .map(|h| h.clock_floor.to_system_time())
-            .unwrap_or(std::time::UNIX_EPOCH)
-    }
-}
+pub use config::handover::{Handover, HANDOVER_FILE};

@@ -173,3 +173,96 @@ fn service_logs_rotate_at_the_set_size() {
         "the newest lines are in the current file"
     );
 }
+
+/// The hint path end to end: a real boot server (in-process) answers the
+/// supervisor's check-in with `check_updates` (staff ran `node
+/// update-now`); the supervisor sends SIGUSR1 to the service whose
+/// `wake_on` names it, and to no other.
+#[test]
+fn a_check_now_hint_wakes_the_services_that_asked_for_it() {
+    use bootserver::admin::{Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat, NodeRef};
+    if !can_unshare() {
+        eprintln!("SKIP: unshare of PID/mount namespaces is not permitted here (needs root)");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server_dir = tempfile::tempdir().unwrap();
+    let workdir = server_dir.path().join("server");
+    let admin = Admin::init(
+        &workdir,
+        &InitOptions {
+            hosts: vec!["localhost".parse().unwrap()],
+            ips: vec![[127, 0, 0, 1].into()],
+            listen: ([127, 0, 0, 1], port).into(),
+            urls: vec![format!("https://127.0.0.1:{port}").parse().unwrap()],
+            site_certificate: None,
+        },
+    )
+    .unwrap();
+    admin.add_site(&"testsite".parse().unwrap(), "").unwrap();
+    let spec = NewNode::new("testsite".parse().unwrap(), "node1.example.org", None).unwrap();
+    let (node, config) = admin.add_node(&spec, &ConfigUrls::FromServer).unwrap();
+    let node_toml = server_dir.path().join("node.toml");
+    bootserver::admin::files::write_node_config(&node_toml, &config, NodeConfigFormat::NodeToml)
+        .unwrap();
+    admin
+        .set_boot_state(&NodeRef::Id(node.id), config::api::BootState::Boot)
+        .unwrap();
+    admin.update_now(&NodeRef::Id(node.id)).unwrap();
+    let serving = Admin::open(&workdir).unwrap();
+    std::thread::spawn(move || {
+        let _ = serving.serve(
+            Some(([127, 0, 0, 1], port).into()),
+            |_| {},
+            std::future::pending(),
+        );
+    });
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let marks = tempfile::tempdir().unwrap();
+    let root = root_with(&format!(
+        "[supervisor]\ncheckin_interval_secs = 60\n\n\
+         [[service]]\nname = \"waker\"\ncommand = [\"sh\", \"-c\", \"trap 'echo woken >> {m}/waker' USR1; while :; do sleep 0.1; done\"]\nready_after_secs = 0\nwake_on = [\"check_updates\"]\n\n\
+         [[service]]\nname = \"bystander\"\ncommand = [\"sh\", \"-c\", \"echo started >> {m}/bystander; while :; do sleep 0.1; done\"]\nready_after_secs = 0\n",
+        m = marks.path().display()
+    ));
+    let init = env!("CARGO_BIN_EXE_init");
+    let p = root.path().join("plnode");
+    let script = format!(
+        "mount -t tmpfs scratch {p} && mkdir -p {p}/log {p}/trust && cp {toml} {p}/node.toml && cp {ca} {p}/trust/ca.pem && \
+         {init} supervisor --root {r} --checkin > {r}/console.txt 2>&1 & pid=$!; sleep 6; kill -TERM $pid; wait $pid",
+        p = p.display(),
+        r = root.path().display(),
+        toml = node_toml.display(),
+        ca = workdir.join("ca/ca.pem").display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "-p", "-f", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let console = std::fs::read_to_string(root.path().join("console.txt")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{} {console}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(console.contains("@step supervisor/checkin ok"), "{console}");
+    assert!(
+        console.contains("the boot server hints check_updates: waking waker"),
+        "{console}"
+    );
+    let woken = std::fs::read_to_string(marks.path().join("waker")).unwrap_or_default();
+    assert_eq!(woken.trim(), "woken", "woken once: {console}");
+    let started = std::fs::read_to_string(marks.path().join("bystander")).unwrap_or_default();
+    assert_eq!(
+        started.lines().count(),
+        1,
+        "the bystander was not signalled (SIGUSR1 would have ended it): {console}"
+    );
+}

@@ -17,7 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bootserver::admin::{self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat};
+use bootserver::admin::{
+    self, Admin, ConfigUrls, InitOptions, NewNode, NodeConfigFormat, RolloutSpec,
+};
+use bootserver::rollout::{bucket, FailureLimit, WavePlan, SCALE};
+use config::api::{CheckinRequest, Hints, RunLevel};
+use config::units::Period;
 use init::deploy::{Denied, DeploymentId, Disk};
 use init::node::updater::{Options, Outcome, Schedule, UpdateError, Updater};
 use pkgsign::fetch::{DirFetcher, DownloadPolicy};
@@ -535,7 +540,7 @@ fn a_new_version_is_staged_with_only_the_changed_package_downloaded() {
 }
 
 #[test]
-fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing() {
+fn an_empty_check_is_three_small_requests_and_the_same_version_twice_does_nothing() {
     let w = World::new();
     let mut updater = w.updater();
     let first = updater.check();
@@ -548,9 +553,10 @@ fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing(
     let trust = w.trust_state();
     let empty = updater.check();
     assert!(matches!(empty.result, Ok(Outcome::UpToDate { .. })));
-    // `2.root.json` (not found) and `timestamp.json` (304 Not Modified).
-    assert_eq!(empty.requests, 2, "{empty:?}");
-    assert_eq!(empty.not_modified, 1, "{empty:?}");
+    // No rollout: the release directive (304 Not Modified), `2.root.json`
+    // (not found) and `timestamp.json` (304 Not Modified).
+    assert_eq!(empty.requests, 3, "{empty:?}");
+    assert_eq!(empty.not_modified, 2, "{empty:?}");
     assert!(empty.bytes < 300, "{empty:?}");
     assert_eq!(w.trust_state(), trust);
 
@@ -565,7 +571,7 @@ fn an_empty_check_is_two_small_requests_and_the_same_version_twice_does_nothing(
             deployment: id.clone()
         }
     );
-    assert_eq!(again.requests, 2);
+    assert_eq!(again.requests, 3);
     assert!(again.bytes < 300, "{} bytes", again.bytes);
     assert_eq!(w.staged(), Some(id));
 }
@@ -870,7 +876,8 @@ fn while_the_server_is_down_the_node_keeps_its_deployment_then_catches_up() {
     };
     let mut bases = Vec::new();
     let mut results = Vec::new();
-    updater.run(&schedule, &mut |report, wait| {
+    let (_waker, wake) = std::sync::mpsc::channel();
+    updater.run(&schedule, &wake, &mut |report, wait| {
         results.push(format!("{:?}", report.result));
         match &report.result {
             Err(e) => {
@@ -1048,5 +1055,536 @@ fn the_command_line_checks_once_and_says_what_it_decided() {
         String::from_utf8_lossy(&bad.stderr).contains("reading the node config"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+// ------------------------------------------------------------------ rollouts
+
+impl World {
+    fn admin(&self) -> Admin {
+        bootserver(&self.server.workdir)
+    }
+
+    /// Starts a rollout of the published `base` version.
+    fn rollout(&self, version: &str, waves: WavePlan, interval_secs: u64) {
+        self.admin()
+            .start_rollout(&RolloutSpec {
+                release: version.to_string(),
+                waves,
+                interval: Period::from_secs(interval_secs),
+                max_failures: FailureLimit::default(),
+            })
+            .unwrap_or_else(|e| panic!("rollout start {version}: {e}"));
+    }
+
+    /// A check-in as the node's supervisor makes it (its client, its
+    /// key), returning the reply's hints.
+    fn checkin_hints(&self) -> Hints {
+        let disk = self.disk();
+        let config = config::NodeConfig::load(&disk.node_config_path()).unwrap();
+        let ca = fs::read(disk.trust_dir().join("ca.pem")).unwrap();
+        let mut client = init::boot_server::ServerClient::new(
+            &ca,
+            config.server_urls.clone(),
+            None,
+            std::time::SystemTime::UNIX_EPOCH,
+            Some((config.node_id, config.key.clone())),
+        )
+        .unwrap();
+        let request = CheckinRequest {
+            node_id: config.node_id,
+            run_level: RunLevel::Boot,
+            bootcd_version: None,
+            os_version: None,
+            deployment: Some(self.current().to_string()),
+            hardware: None,
+            health: None,
+            uptime_secs: 1,
+            node_time: config::Timestamp::now(),
+        };
+        init::node::supervisor::hints::checkin(&mut client, &request)
+            .unwrap()
+            .hints
+    }
+}
+
+/// Waves that put `node` into the second of two.
+fn second_wave_for(node: u64) -> WavePlan {
+    let b = bucket(config::node::NodeId(node));
+    assert!(b > 0, "node {node} hashes to the very start; pick another");
+    WavePlan::new(vec![b, SCALE]).unwrap()
+}
+
+#[test]
+fn a_node_takes_a_release_only_when_its_wave_opens_and_is_told_at_once() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", second_wave_for(w.node_id), 3);
+
+    // Its wave has not opened: nothing new, and the repository is not asked.
+    let held = updater.check();
+    match &held.result {
+        Ok(Outcome::Held { reason }) => {
+            assert!(reason.contains("wave 2 of 2 opens at"), "{reason}")
+        }
+        other => panic!("expected to hold, got {other:?}"),
+    }
+    assert_eq!(held.requests, 1, "only the release directive: {held:?}");
+    assert_eq!(w.staged(), None);
+    assert!(!w.checkin_hints().check_updates);
+    let again = updater.check();
+    assert!(matches!(again.result, Ok(Outcome::Held { .. })));
+    assert_eq!(again.not_modified, 1, "{again:?}");
+
+    // The wave opens: the next check-in says "check now", once.
+    let mut waited = 0;
+    while !w.checkin_hints().check_updates {
+        waited += 1;
+        assert!(waited < 100, "the wave did not open");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!w.checkin_hints().check_updates, "a hint is given once");
+    let (id, downloaded, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+    assert_eq!(downloaded, ["base"]);
+    assert_eq!(w.current(), running);
+
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("update held: 2026.2") && e.contains("wave 2 of 2 opens at")),
+        "{events:#?}"
+    );
+    let status = w.admin().rollout_status().unwrap();
+    assert_eq!(status.waves[1].counts.took, 1, "{status:#?}");
+    assert_eq!(status.waves[1].counts.nodes, 1);
+}
+
+#[test]
+fn pause_stops_a_node_taking_the_release_and_resume_lets_it() {
+    let w = World::new();
+    let mut updater = w.updater();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    w.admin().pause_rollout().unwrap();
+    for _ in 0..2 {
+        match updater.check().result {
+            Ok(Outcome::Held { reason }) => assert!(reason.contains("is paused"), "{reason}"),
+            other => panic!("expected to hold, got {other:?}"),
+        }
+    }
+    assert_eq!(w.staged(), None);
+    w.admin().resume_rollout().unwrap();
+    let (id, _, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+}
+
+#[test]
+fn a_release_in_the_repository_that_no_rollout_allows_is_never_installed() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let running = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    // Staff publish 2026.3 but roll nothing new out.
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    for _ in 0..3 {
+        match updater.check().result {
+            Ok(Outcome::Waiting { allowed, published }) => {
+                assert!(allowed.as_str().starts_with("2026.2-"), "{allowed}");
+                assert!(published.as_str().starts_with("2026.3-"), "{published}");
+            }
+            other => panic!("expected to wait, got {other:?}"),
+        }
+        assert_eq!(w.staged(), None);
+        assert_eq!(w.current(), running);
+    }
+    assert!(w.cache_files().is_empty(), "nothing downloaded");
+    // Once it is rolled out, it is taken.
+    w.rollout("2026.3", WavePlan::one_wave(), 0);
+    let (id, _, _) = staged(&updater.check().result);
+    assert!(id.as_str().starts_with("2026.3-"), "{id}");
+    let rollouts = w.admin().rollouts(10).unwrap();
+    assert_eq!(rollouts[1].state.as_str(), "superseded");
+}
+
+#[test]
+fn an_abort_sends_a_node_that_took_the_release_back_to_its_previous_deployment() {
+    let w = World::new();
+    let mut updater = w.updater();
+    let first = w.current();
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.2", WavePlan::one_wave(), 0);
+    let (second, _, _) = staged(&updater.check().result);
+    w.boot_staged_and_prove_healthy();
+    assert_eq!(w.current(), second);
+    let pinned = updater.check();
+    assert_eq!(
+        pinned.result.as_ref().unwrap(),
+        &Outcome::UpToDate {
+            deployment: second.clone()
+        }
+    );
+    assert_eq!(pinned.requests, 1, "pinned to what runs: {pinned:?}");
+
+    w.admin().abort_rollout().unwrap();
+    assert!(w.checkin_hints().check_updates, "told to check at once");
+    match updater.check().result {
+        Ok(Outcome::Reverted {
+            from,
+            to: Some(to),
+            newly: true,
+        }) => {
+            assert_eq!(from, second);
+            assert_eq!(to, first);
+        }
+        other => panic!("expected a revert, got {other:?}"),
+    }
+    assert_eq!(w.staged(), Some(first.clone()));
+    // What the CD then does: activate the staged (previous) deployment.
+    w.boot_staged_and_prove_healthy();
+    assert_eq!(w.current(), first);
+    for _ in 0..2 {
+        match updater.check().result {
+            Ok(Outcome::Held { reason }) => assert!(reason.contains("aborted"), "{reason}"),
+            other => panic!("expected to hold, got {other:?}"),
+        }
+        assert_eq!(w.staged(), None, "the aborted release is not taken again");
+    }
+    let events = w.server.events(w.node_id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("update reverted: 2026.2") && e.contains(first.as_str())),
+        "{events:#?}"
+    );
+    let status = w.admin().rollout_status().unwrap();
+    assert_eq!(status.total.reverted, 1, "{status:#?}");
+}
+
+// ------------------------------------------------------------------- mirrors
+
+/// A CA of the mirror's own and a certificate for 127.0.0.1 it issued.
+struct MirrorPki {
+    ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn mirror_pki(dir: &Path) -> MirrorPki {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test mirror CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    fs::create_dir_all(dir).unwrap();
+    let (cert_path, key_path) = (dir.join("mirror.pem"), dir.join("mirror.key"));
+    fs::write(&cert_path, cert.pem()).unwrap();
+    fs::write(&key_path, key.serialize_pem()).unwrap();
+    MirrorPki {
+        ca_pem: ca_cert.pem(),
+        cert: cert_path,
+        key: key_path,
+    }
+}
+
+/// Debian's nginx serving a repository directory over HTTPS, started by
+/// the test on a free port and stopped when dropped (only this process).
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    prefix: PathBuf,
+}
+
+impl Nginx {
+    /// `missing` is the status for a file that is not there: 404, or 403
+    /// like an object store that does not allow listing.
+    fn serve(root: &Path, pki: &MirrorPki, prefix: &Path, missing: u16) -> Option<Nginx> {
+        let bin = Path::new("/usr/sbin/nginx");
+        if !bin.is_file() {
+            eprintln!(
+                "SKIP: nginx is not installed (apt-get install -y --no-install-recommends nginx)"
+            );
+            return None;
+        }
+        fs::create_dir_all(prefix.join("logs")).unwrap();
+        let port = free_port();
+        let p = prefix.display();
+        let conf = format!(
+            "user root;
+worker_processes 1;
+daemon off;
+pid {p}/nginx.pid;
+error_log {p}/logs/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {p}/logs/access.log;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {root};
+        location / {{ try_files $uri ={missing}; }}
+    }}
+}}
+",
+            cert = pki.cert.display(),
+            key = pki.key.display(),
+            root = root.display()
+        );
+        let conf_path = prefix.join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx {
+            child,
+            port,
+            prefix: prefix.to_path_buf(),
+        };
+        for _ in 0..400 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(nginx);
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!(
+                    "nginx exited ({status}): {}",
+                    fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("nginx did not start listening on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Its access log: (request line, status) per request.
+    fn requests(&self) -> Vec<(String, u16)> {
+        fs::read_to_string(self.prefix.join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once('"')?;
+                let (request, rest) = rest.split_once('"')?;
+                let status = rest.split_whitespace().next()?.parse().ok()?;
+                Some((request.to_string(), status))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown: the master stops its worker.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl World {
+    /// Adds `[repository]` settings to the server's config (before it serves).
+    fn configure_server(&self, text: &str) {
+        let path = self.server.workdir.join(config::server::FILE_NAME);
+        let mut config = fs::read_to_string(&path).unwrap();
+        config.push_str(text);
+        fs::write(&path, config).unwrap();
+    }
+
+    /// Gives the node's own config these mirrors.
+    fn node_mirrors(&self, mirrors: Vec<config::node::Mirror>) {
+        let path = self.disk().node_config_path();
+        let mut config = config::NodeConfig::load(&path).unwrap();
+        config.mirrors = mirrors;
+        fs::write(&path, config.to_toml()).unwrap();
+    }
+}
+
+#[test]
+fn a_node_updates_from_an_nginx_mirror_while_the_boot_server_serves_no_packages() {
+    let w = World::with(Setup {
+        serving: false,
+        ..Setup::default()
+    });
+    let pki = mirror_pki(&w.dir.path().join("mirror-pki"));
+    w.release_base("2026.2", 300_000);
+    let mirror_dir = w.copy_repo("mirror");
+    // An object store without listing: missing files are 403.
+    let Some(nginx) = Nginx::serve(&mirror_dir, &pki, &w.dir.path().join("nginx"), 403) else {
+        return;
+    };
+    let ca_file = w.dir.path().join("mirror-ca.pem");
+    fs::write(&ca_file, &pki.ca_pem).unwrap();
+    w.configure_server(&format!(
+        "\n[repository]\nserve_packages = false\n\n[[repository.mirror]]\nurl = \"{}\"\nca = \"{}\"\n",
+        nginx.url(),
+        ca_file.display()
+    ));
+    w.server.serve();
+    w.server.publish(w.repo.dir());
+
+    let mut updater = w.updater();
+    let report = updater.check();
+    let (id, downloaded, _) = staged(&report.result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+    assert_eq!(downloaded, ["base"]);
+    let requests = nginx.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|(r, s)| r.starts_with("GET /targets/") && r.contains("base-2026.2") && *s == 200),
+        "the package came from the mirror: {requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(r, s)| r.starts_with("GET /metadata/2.root.json") && *s == 403),
+        "a 403 for the next root ended the walk: {requests:#?}"
+    );
+    // The boot server itself refuses packages here.
+    let http = pkgsign::net::build_client(&pkgsign::net::ClientOptions::new(
+        fs::read(w.disk().trust_dir().join("ca.pem")).unwrap(),
+    ))
+    .unwrap();
+    let path = w.repo.status().unwrap().targets.unwrap().targets["base"]
+        .path
+        .clone();
+    let refused = http
+        .get(format!("https://127.0.0.1:{}/repo/{path}", w.server.port))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 404);
+}
+
+#[test]
+fn a_mirror_serving_a_swapped_or_stale_file_is_skipped_for_the_next() {
+    let w = World::new();
+    let pki = mirror_pki(&w.dir.path().join("mirror-pki"));
+    // Stale: a copy taken before the release.
+    let stale_dir = w.copy_repo("stale");
+    w.release_base("2026.2", 300_000);
+    w.server.publish(w.repo.dir());
+    // Swapped: the new metadata, but other bytes under the package's name.
+    let swapped_dir = w.copy_repo("swapped");
+    let path = w.repo.status().unwrap().targets.unwrap().targets["base"]
+        .path
+        .clone();
+    let real = fs::read(swapped_dir.join(&path)).unwrap();
+    let mut other = real.clone();
+    let middle = other.len() / 2;
+    other[middle] ^= 0xff;
+    fs::write(swapped_dir.join(&path), &other).unwrap();
+    let Some(stale) = Nginx::serve(&stale_dir, &pki, &w.dir.path().join("nginx-stale"), 404) else {
+        return;
+    };
+    let Some(swapped) = Nginx::serve(&swapped_dir, &pki, &w.dir.path().join("nginx-swapped"), 404)
+    else {
+        return;
+    };
+    let mirror = |url: String| config::node::Mirror {
+        url: url.parse().unwrap(),
+        ca: Some(pki.ca_pem.clone()),
+    };
+    w.node_mirrors(vec![mirror(stale.url()), mirror(swapped.url())]);
+
+    let mut updater = w.updater();
+    let report = updater.check();
+    let (id, downloaded, _) = staged(&report.result);
+    assert!(id.as_str().starts_with("2026.2-"), "{id}");
+    assert_eq!(downloaded, ["base"]);
+    // The stale mirror's timestamp was asked for, and nothing else of it
+    // counted; the swapped mirror's package was fetched and refused; the
+    // boot server served the real one.
+    let stale_requests = stale.requests();
+    assert!(
+        stale_requests
+            .iter()
+            .any(|(r, _)| r.starts_with("GET /metadata/timestamp.json")),
+        "{stale_requests:#?}"
+    );
+    assert!(
+        swapped
+            .requests()
+            .iter()
+            .any(|(r, s)| r.contains("base-2026.2") && *s == 200),
+        "{:#?}",
+        swapped.requests()
+    );
+    let disk = w.disk();
+    let record = disk.record(&id).unwrap();
+    init::deploy::check_deployment(&disk, &record, true).unwrap();
+
+    // A mirror whose certificate does not chain to the CA it was given is
+    // skipped too (the CD's CA is not the mirror's).
+    w.boot_staged_and_prove_healthy();
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    w.node_mirrors(vec![config::node::Mirror {
+        url: swapped.url().parse().unwrap(),
+        ca: None,
+    }]);
+    let mut updater = w.updater();
+    let (id3, _, _) = staged(&updater.check().result);
+    assert!(id3.as_str().starts_with("2026.3-"), "{id3}");
+}
+
+#[test]
+fn a_staged_release_the_rollout_does_not_allow_is_dropped() {
+    let w = World::new();
+    let mut updater = w.updater();
+    // Staged before any rollout existed (whatever was published).
+    w.release_base("2026.2", 1000);
+    w.server.publish(w.repo.dir());
+    let (early, _, _) = staged(&updater.check().result);
+    assert_eq!(w.staged(), Some(early));
+    // Staff publish 2026.3 and roll it out; this node's wave is later.
+    w.release_base("2026.3", 1000);
+    w.server.publish(w.repo.dir());
+    w.rollout("2026.3", second_wave_for(w.node_id), 3600);
+    match updater.check().result {
+        Ok(Outcome::Held { .. }) => {}
+        other => panic!("expected to hold, got {other:?}"),
+    }
+    assert_eq!(
+        w.staged(),
+        None,
+        "the CD is not left a release nobody allowed"
     );
 }

@@ -66,6 +66,10 @@ pub const NODE_MODULES: &[&str] = &[
     "act_police",
     "veth",
     "nf_tables",
+    // the kernel's socket table over netlink, for the sensors' connections
+    // sensor (inet_diag comes as their dependency)
+    "tcp_diag",
+    "udp_diag",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -176,6 +176,15 @@ impl Service {
 
     fn emit(&self, slice: &SliceName, kind: EventKind) {
         tracing::info!(%slice, event = kind.as_str(), "sliver");
+        // The node's event journal (the sensors stream it); best effort.
+        let event = config::events::NodeEvent::now(
+            config::events::EventKind::Sliver,
+            slice.as_str(),
+            kind.as_str(),
+        );
+        if let Err(e) = config::events::journal().append(&event.to_line()) {
+            tracing::debug!("event journal: {e}");
+        }
         let _ = self.inner.events.send(Event {
             slice: slice.clone(),
             kind,

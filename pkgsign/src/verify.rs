@@ -523,6 +523,20 @@ impl Verifier {
             let bytes = match fetch_to_vec(fetcher, &what, self.limits.max_root_size) {
                 Ok(bytes) => bytes,
                 Err(e) if e.is_not_found() => break,
+                // An object store that does not allow listing answers 403
+                // for a file that does not exist; python-tuf takes it as
+                // "no newer root" too. Nothing is trusted on its word: the
+                // walk just ends at the root already verified.
+                Err(FetchError::Status {
+                    status: 403,
+                    location,
+                }) => {
+                    tracing::info!(
+                        "{location}: 403 Forbidden, taken as not found (an object store without listing answers so for a missing file): no root newer than version {}",
+                        current.version
+                    );
+                    break;
+                }
                 Err(source) => return Err(VerifyError::Fetch { what, source }),
             };
             if new_roots.len() as u64 >= self.limits.max_root_rotations {

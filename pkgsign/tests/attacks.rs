@@ -542,3 +542,58 @@ fn install_errors_leave_target_and_state_unchanged() {
     assert_eq!(node.snapshot(), before);
     let _ = InstallError::Nothing;
 }
+
+/// An object store without listing: every missing file is 403 Forbidden.
+struct ForbiddenWhenMissing(DirFetcher);
+
+impl pkgsign::fetch::Fetcher for ForbiddenWhenMissing {
+    fn fetch(
+        &self,
+        relative_path: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn std::io::Read + Send>, pkgsign::fetch::FetchError> {
+        self.0.fetch(relative_path, max_len).map_err(|e| match e {
+            pkgsign::fetch::FetchError::NotFound { location } => {
+                pkgsign::fetch::FetchError::Status {
+                    location,
+                    status: 403,
+                }
+            }
+            other => other,
+        })
+    }
+    fn location(&self, relative_path: &str) -> String {
+        self.0.location(relative_path)
+    }
+}
+
+#[test]
+fn a_403_for_the_next_root_ends_the_walk_like_a_404_but_nowhere_else() {
+    let (fx, node) = published_fixture();
+    fx.add("base", "2", &sample_package("two"), false);
+    fx.publish();
+    let store = ForbiddenWhenMissing(DirFetcher::new(fx.repo_dir()));
+    let repo = node
+        .verifier(&fx)
+        .update(&store, SystemTime::now())
+        .expect("2.root.json answered 403 is no newer root");
+    assert_eq!(repo.targets["base"].version, "2");
+    // A 403 for a file the signed metadata names is an error, not "absent".
+    let snapshot = fx
+        .repo_dir()
+        .join(format!("metadata/{}.snapshot.json", repo.snapshot_version));
+    fx.add("base", "3", &sample_package("three"), false);
+    fx.publish();
+    let newer = fx.repo_dir().join(format!(
+        "metadata/{}.snapshot.json",
+        repo.snapshot_version + 1
+    ));
+    fs::remove_file(&newer).unwrap();
+    let err = node
+        .verifier(&fx)
+        .check(&store, SystemTime::now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    assert!(snapshot.exists());
+}

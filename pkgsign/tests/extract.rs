@@ -12,6 +12,7 @@ use common::*;
 use pkgsign::fetch::DirFetcher;
 use pkgsign::install::{self, InstallError, InstallOptions};
 use pkgsign::verify::Verifier;
+use sha2::{Digest, Sha256};
 
 struct Case {
     fx: Fixture,
@@ -204,6 +205,12 @@ fn hard_links_outside_are_refused() {
         false,
         "not in the archive before it",
     );
+    case.refused(
+        "p5",
+        &targz(&[Item::File("h", b"x", 0o644), Item::HardLink("h", "h")]),
+        false,
+        "hard link to itself",
+    );
 }
 
 #[test]
@@ -244,6 +251,163 @@ fn directory_cannot_be_replaced_by_a_file() {
         false,
         "would replace a directory",
     );
+}
+
+#[test]
+fn later_entries_replace_earlier_ones() {
+    let case = Case::new();
+    case.fx.add(
+        "p",
+        "1",
+        &targz(&[
+            Item::File("f", b"first", 0o644),
+            Item::File("f", b"second", 0o600),
+            Item::Symlink("s", "f"),
+            Item::File("s", b"no longer a link", 0o644),
+            Item::File("x", b"a file first", 0o644),
+            Item::Dir("x", 0o750),
+            Item::Dir("x", 0o755),
+            Item::File("x/inside", b"in", 0o644),
+            Item::File("h", b"linked", 0o644),
+            Item::HardLink("g", "h"),
+            Item::Symlink("g", "h"),
+        ]),
+        false,
+    );
+    case.fx.publish();
+    let report = case.install("p").unwrap();
+    let target = case.fx.path("node/target");
+    assert_eq!(fs::read(target.join("f")).unwrap(), b"second");
+    assert_eq!(
+        fs::metadata(target.join("f")).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert!(fs::symlink_metadata(target.join("s"))
+        .unwrap()
+        .file_type()
+        .is_file());
+    assert_eq!(fs::read(target.join("s")).unwrap(), b"no longer a link");
+    assert!(fs::metadata(target.join("x")).unwrap().is_dir());
+    assert_eq!(fs::read(target.join("x/inside")).unwrap(), b"in");
+    assert_eq!(fs::read_link(target.join("g")).unwrap(), Path::new("h"));
+    install::verify_tree(&target, &report.manifest, true).unwrap();
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn many_small_files_and_large_ones_arrive_intact() {
+    let case = Case::new();
+    let small: Vec<(String, Vec<u8>)> = (0..700)
+        .map(|i| {
+            (
+                format!("d{}/f{i}", i % 7),
+                noise(i, 100 + (i as usize * 37) % 3000),
+            )
+        })
+        .collect();
+    let large = noise(7, 3 << 20);
+    let mut items = vec![Item::File("large", &large, 0o644)];
+    for (name, data) in &small {
+        items.push(Item::File(name, data, 0o644));
+    }
+    items.push(Item::HardLink("large-again", "large"));
+    items.push(Item::HardLink("last-small-again", "d6/f699"));
+    items.push(Item::File("after", b"the end", 0o444));
+    let archive = targz(&items);
+    case.fx.add("p", "1", &archive, false);
+    case.fx.publish();
+    let fetcher = DirFetcher::new(case.fx.repo_dir());
+    let mut verifier =
+        Verifier::open(&case.fx.path("node/state"), &case.fx.initial_root()).unwrap();
+    let repo = verifier.update(&fetcher, SystemTime::now()).unwrap();
+    let packages = repo.packages(&["p"]).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let progress = |p: install::Progress| seen.lock().unwrap().push(p);
+    let options = InstallOptions {
+        into_subdirs: false,
+        progress: Some(&progress),
+    };
+    let target = case.fx.path("node/target");
+    let report = install::install(&fetcher, &packages, &target, &options).unwrap();
+    for (name, data) in &small {
+        assert_eq!(&fs::read(target.join(name)).unwrap(), data, "{name}");
+    }
+    assert_eq!(fs::read(target.join("large")).unwrap(), large);
+    assert_eq!(
+        fs::metadata(target.join("large-again")).unwrap().ino(),
+        fs::metadata(target.join("large")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read(target.join("last-small-again")).unwrap(),
+        small[699].1
+    );
+    assert_eq!(
+        fs::metadata(target.join("after"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o444
+    );
+    assert_eq!(report.entries, 704);
+    install::verify_tree(&target, &report.manifest, true).unwrap();
+    // Progress counts every byte of the package, the last ones included.
+    let seen = seen.into_inner().unwrap();
+    let total = archive.len() as u64;
+    assert_eq!(seen.last().map(|p| (p.done, p.total)), Some((total, total)));
+}
+
+/// Publishes `bytes` as package `name` exactly as they are (signed length
+/// and hash included), though `repo add` would refuse them.
+fn publish_as_is(case: &Case, name: &str, bytes: &[u8]) {
+    case.fx
+        .add(name, "1", &targz(&[Item::File("x", b"x", 0o644)]), false);
+    let pending_path = case.fx.repo_dir().join("pending.json");
+    let mut pending: serde_json::Value =
+        serde_json::from_slice(&fs::read(&pending_path).unwrap()).unwrap();
+    let info = &mut pending["add"][name];
+    let stored = case.fx.repo_dir().join(info["path"].as_str().unwrap());
+    fs::write(&stored, bytes).unwrap();
+    info["length"] = bytes.len().into();
+    info["hashes"]["sha256"] = hex::encode(Sha256::digest(bytes)).into();
+    info["unpacked_length"] = (1u64 << 20).into();
+    fs::write(&pending_path, serde_json::to_vec(&pending).unwrap()).unwrap();
+    case.fx.publish();
+}
+
+#[test]
+fn a_signed_archive_that_is_not_valid_gzip_is_refused() {
+    let case = Case::new();
+    let mut archive = targz(&[Item::File("big", &noise(3, 600_000), 0o644)]);
+    archive.truncate(archive.len() / 2);
+    publish_as_is(&case, "p1", &archive);
+    let before = snapshot_tree(&case.fx.path("node/target"));
+    let err = case.install("p1").unwrap_err();
+    assert!(err.to_string().contains("archive is unreadable"), "{err}");
+    assert_eq!(snapshot_tree(&case.fx.path("node/target")), before);
+
+    // Damage after the end of the tar archive (a wrong gzip checksum, junk
+    // after the gzip member) is hashed with the rest but never unpacked:
+    // what the archive holds is installed.
+    let mut archive = targz(&[Item::File("f", b"content", 0o644)]);
+    let end = archive.len();
+    archive[end - 8..end - 4].copy_from_slice(&[0, 0, 0, 0]);
+    archive.extend_from_slice(&[0u8; 512]);
+    publish_as_is(&case, "p2", &archive);
+    case.install("p2").unwrap();
+    assert_eq!(fs::read(case.fx.path("node/target/f")).unwrap(), b"content");
 }
 
 /// Publishes `archive` with `unpacked_length` overridden in the signed targets.

@@ -167,6 +167,55 @@ pub fn build_nodemgr() -> Result<PathBuf, ArtifactError> {
     Ok(binary)
 }
 
+/// Builds the static `sensors` (musl, `node` profile) like [`build_init`];
+/// `PLNODE_SENSORS=/path` uses that binary instead.
+pub fn build_sensors() -> Result<PathBuf, ArtifactError> {
+    if let Some(given) = std::env::var_os("PLNODE_SENSORS") {
+        let given = PathBuf::from(given);
+        if !given.is_file() {
+            return Err(ArtifactError::Failed(format!(
+                "PLNODE_SENSORS={}: no such file",
+                given.display()
+            )));
+        }
+        return Ok(given);
+    }
+    if !musl_target_installed() {
+        return Err(ArtifactError::Unavailable(format!(
+            "the Rust target {MUSL_TARGET} is not installed (rustup target add {MUSL_TARGET})"
+        )));
+    }
+    let target = target_dir();
+    let status = Command::new(cargo())
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sensors",
+            "--profile",
+            "node",
+            "--target",
+            MUSL_TARGET,
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .map_err(|e| ArtifactError::Failed(format!("running cargo: {e}")))?;
+    if !status.success() {
+        return Err(ArtifactError::Failed(format!(
+            "cargo build -p sensors --target {MUSL_TARGET} failed ({status})"
+        )));
+    }
+    let binary = target.join(MUSL_TARGET).join("node").join("sensors");
+    if !binary.is_file() {
+        return Err(ArtifactError::Failed(format!(
+            "{} was not built",
+            binary.display()
+        )));
+    }
+    Ok(binary)
+}
+
 /// Trust roots for a test CD, all in one directory: a signing key (also
 /// every role's key of a fresh repository, threshold 1), its public key,
 /// the repository's `root.json`, and a boot server CA.

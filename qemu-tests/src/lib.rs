@@ -6,11 +6,14 @@
 //!   file, optional OVMF, blank disk, user networking, `-rtc base=`), with
 //!   [`qemu::Qemu::wait_for`] / [`qemu::Qemu::wait_for_marker`] (per-wait
 //!   timeout; on failure the last 50 console lines), killed on drop.
-//! - [`ssh`]: staff logins into a guest through a forwarded port.
+//! - [`ssh`]: staff logins into a guest through a forwarded port;
+//!   [`checks`]: what a scenario checks over such a login, per service.
 //! - [`artifacts`]: building the musl `init`, trust roots for a test
 //!   ([`artifacts::CdTrust`]) and a CD from them.
 
 pub mod artifacts;
+pub mod checks;
+pub mod mirror;
 pub mod powercut;
 pub mod qemu;
 pub mod ssh;

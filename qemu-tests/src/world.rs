@@ -179,6 +179,7 @@ pub fn build_packages_with(
     binaries.insert("init".to_string(), init.to_path_buf());
     // The node manager is in every base (config/examples/nodeos.toml).
     binaries.insert("nodemgr".to_string(), artifacts::build_nodemgr()?);
+    binaries.insert("sensors".to_string(), artifacts::build_sensors()?);
     let opts = mkimage::build::BuildOptions {
         spec,
         spec_dir: examples,
@@ -310,11 +311,79 @@ impl Shared {
 
 /// A boot server running in this process: the `bootserver` admin API on
 /// its own working directory and SQLite database, serving on 127.0.0.1
-/// until the test process ends.
+/// until the test process ends (or [`BootServer::restart`]).
 #[derive(Debug)]
 pub struct BootServer {
     pub workdir: PathBuf,
     pub port: u16,
+    serving: std::sync::Mutex<Option<Serving>>,
+}
+
+/// The thread serving, and how to stop it.
+#[derive(Debug)]
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BootServer {
+    /// Serves `workdir` on 127.0.0.1:`port` in a thread of this process.
+    fn serve(workdir: &Path, port: u16) -> anyhow::Result<BootServer> {
+        let server = BootServer {
+            workdir: workdir.to_path_buf(),
+            port,
+            serving: std::sync::Mutex::new(None),
+        };
+        server.start_serving()?;
+        Ok(server)
+    }
+
+    fn start_serving(&self) -> anyhow::Result<()> {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let admin = Admin::open(&self.workdir)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve_at = listen.parse()?;
+        let serve_listen = listen.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("bootserver-{}", self.port))
+            .spawn(move || {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = admin.serve(Some(serve_at), |_| {}, shutdown) {
+                    let e = anyhow::Error::from(e);
+                    eprintln!("bootserver serve on {serve_listen} stopped: {e:#}");
+                }
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the boot server did not start listening on {listen} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *self.serving.lock().unwrap_or_else(|e| e.into_inner()) = Some(Serving { stop, thread });
+        Ok(())
+    }
+
+    /// Stops serving (requests in flight finish), lets `change` edit the
+    /// server's bootserver.toml, and serves again on the same port: what
+    /// staff do to change its configuration. Nodes see a short outage.
+    pub fn restart(&self, change: impl FnOnce(&str) -> String) -> anyhow::Result<()> {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(s) = serving {
+            let _ = s.stop.send(());
+            let _ = s.thread.join();
+        }
+        let cfg = self.workdir.join(config::server::FILE_NAME);
+        let text = fs::read_to_string(&cfg)?;
+        fs::write(&cfg, change(&text))?;
+        self.start_serving()
+    }
 }
 
 /// The site every lab's nodes belong to.
@@ -608,27 +677,8 @@ impl Lab {
         let admin = Admin::open(workdir)?;
         admin.publish(&shared.repo, Some(&root))?;
         admin.add_site(&SITE.parse()?, "")?;
-        let serve_listen = listen.clone();
-        let serve_at = listen.parse()?;
-        std::thread::Builder::new()
-            .name(format!("bootserver-{port}"))
-            .spawn(move || {
-                if let Err(e) = admin.serve(Some(serve_at), |_| {}, std::future::pending()) {
-                    let e = anyhow::Error::from(e);
-                    eprintln!("bootserver serve on {serve_listen} stopped: {e:#}");
-                }
-            })?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("the boot server did not start listening on {listen} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(BootServer {
-            workdir: workdir.to_path_buf(),
-            port,
-        })
+        drop(admin);
+        BootServer::serve(workdir, port)
     }
 
     /// Registers a node at [`SITE`] (DHCP, state `reinstall`, changed by
@@ -757,6 +807,20 @@ impl Lab {
         supervisor_toml: Option<&str>,
         kernel: Option<&OtherKernel>,
     ) -> anyhow::Result<()> {
+        let copy = self.sign_release(version, only, supervisor_toml, kernel)?;
+        self.server.publish(&copy)
+    }
+
+    /// [`Lab::publish_release`] without the last step: the new version is
+    /// built and signed in this lab's working copy of the repository (which
+    /// is returned), not yet published by the boot server.
+    pub fn sign_release(
+        &self,
+        version: &str,
+        only: &[&str],
+        supervisor_toml: Option<&str>,
+        kernel: Option<&OtherKernel>,
+    ) -> anyhow::Result<PathBuf> {
         let copy = self.repo_copy()?;
         build_packages_with(
             &copy,
@@ -776,7 +840,7 @@ impl Lab {
         let repo = Repository::open(&copy)?;
         let key = SecretKey::load(&self.shared.release_key)?;
         publish(&repo, &key, 365).map_err(|e| anyhow!("{e}"))?;
-        self.server.publish(&copy)
+        Ok(copy)
     }
 
     /// A raw disk image holding a FAT file system labelled `label` with

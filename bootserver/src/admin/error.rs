@@ -147,6 +147,21 @@ pub enum AdminError {
         #[source]
         source: Box<PublishError>,
     },
+    /// The published release could not be read.
+    #[error("reading the published release")]
+    Release {
+        /// Why.
+        #[source]
+        source: Box<PublishError>,
+    },
+    /// A rollout named a release that is not the published one.
+    #[error("`{asked}` is not the published release ({published}): publish it first (`bootserver repo publish`)")]
+    NotPublished {
+        /// What staff named.
+        asked: String,
+        /// The release the server publishes.
+        published: String,
+    },
     /// The async runtime for `serve` could not start.
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),

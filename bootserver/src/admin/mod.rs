@@ -10,7 +10,9 @@
 //! - [`Admin::open`], [`Admin::init`]: the working directory.
 //! - sites ([`Admin::add_site`], …), nodes ([`Admin::add_node`], …), slices
 //!   ([`Admin::create_slice`], …): the registry.
-//! - [`Admin::publish`]: verify and serve a signed repository.
+//! - [`Admin::publish`]: verify and serve a signed repository;
+//!   [`Admin::start_rollout`] and its companions: roll a published release
+//!   out in waves.
 //! - [`Admin::serve`]: run the HTTPS server until told to stop.
 //! - [`files`]: the admin's input files (rspecs, init scripts, ssh keys) and
 //!   the node config files it writes.
@@ -21,6 +23,7 @@ mod error;
 pub mod files;
 mod nodes;
 mod repo;
+mod rollouts;
 mod serve;
 mod sites;
 mod slices;
@@ -34,6 +37,7 @@ pub use crate::workdir::{InitOptions, SiteCertificate};
 pub use error::AdminError;
 pub use files::NodeConfigFormat;
 pub use nodes::{BootStateChange, ConfigUrls, NodeDetails};
+pub use rollouts::RolloutSpec;
 pub use serve::shutdown_signal;
 pub use slices::{LeaseEnd, SliceMembership, SliceSpec};
 

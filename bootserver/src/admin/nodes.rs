@@ -112,6 +112,7 @@ impl Admin {
             network,
             server_urls,
             proxy: None,
+            mirrors: Vec::new(),
         };
         match NodeConfig::from_toml(&config.to_toml(), Path::new("generated node.toml")) {
             Ok(_) => Ok(config),

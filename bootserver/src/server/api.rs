@@ -10,19 +10,31 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use config::api::auth::AuthHeader;
 use config::api::{
-    CheckinRequest, Empty, FailureReport, HelloRequest, HelloResponse, InstallReport,
-    SliversResponse,
+    CheckinRequest, Empty, FailureReport, HelloRequest, HelloResponse, InstallReport, ReleaseAllow,
+    ReleaseDirective, SliversResponse,
 };
 use config::Timestamp;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::reply::{json_response, Failure, Signed, Signer};
+use super::reply::{conditional_json, json_response, Failure, Signed, Signer};
 use super::{App, PeerAddr};
 use crate::input::*;
 use crate::model::NodeAuth;
 use crate::registry;
 use crate::writer::{AuthFailureReason, Stamp, WriteError, WriteOp, WriteOutcome};
+
+/// Whether a request's nonce is remembered (and refused when seen again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nonces {
+    /// A request with effects: accepted once, its nonce stored with them.
+    Once,
+    /// A read that changes nothing (`GET release`): a replay would only
+    /// fetch a reply signed for the replayed nonce, which no node is waiting
+    /// for, so its nonce is neither checked nor stored and the request
+    /// costs no database write.
+    ReadOnly,
+}
 
 /// A request whose signature, freshness and nonce all checked out.
 struct Authenticated {
@@ -98,7 +110,7 @@ impl App {
     /// The whole check of a node request, in the order that lets each
     /// answer be as helpful as is safe: the signature first, then freshness
     /// and replay (whose replies are signed, since the key is now proven).
-    async fn authenticate(&self, req: Request) -> Result<Authenticated, Failure> {
+    async fn authenticate(&self, req: Request, nonces: Nonces) -> Result<Authenticated, Failure> {
         let peer = peer_of(&req);
         let declared = declared_length(&req);
         let (parts, body) = req.into_parts();
@@ -179,9 +191,10 @@ impl App {
             failure.server_time = Some(now);
             return Err(failure);
         }
-        if !self
-            .replay
-            .first_use(node_id, auth.nonce, auth.timestamp, now.unix())
+        if nonces == Nonces::Once
+            && !self
+                .replay
+                .first_use(node_id, auth.nonce, auth.timestamp, now.unix())
         {
             self.count_failure(node_id.0, true, AuthFailureReason::ReplayedNonce, &peer)
                 .await;
@@ -252,7 +265,7 @@ where
     Fut: std::future::Future<Output = Result<Response, Failure>>,
 {
     let result = async {
-        let authed = app.authenticate(req).await?;
+        let authed = app.authenticate(req, Nonces::Once).await?;
         let value: T = parse_json(&authed.body, what, &authed.signer)?;
         check(&value).map_err(|e| Failure::bad_request(e.to_string()).signed(&authed.signer))?;
         handle(app.clone(), authed, value).await
@@ -280,13 +293,25 @@ pub async fn checkin(State(app): State<Arc<App>>, req: Request) -> Response {
                 request: Box::new(request),
                 peer: a.peer,
             };
-            app.store(op, &a.signer).await?;
+            let outcome = app.store(op, &a.signer).await?;
             let s = &app.settings;
-            let reply = a.node.checkin_response(
+            let mut reply = a.node.checkin_response(
                 Timestamp::now(),
                 s.checkin_interval_secs,
                 &s.debug_ssh_keys,
             );
+            if let WriteOutcome::CheckedIn(hints) = outcome {
+                reply.hints = hints;
+            }
+            // The node's slices changed since it last fetched them: its
+            // node manager polls now instead of at its next interval.
+            let now = Timestamp::now();
+            let slivers = app
+                .reads
+                .with(|c| registry::slivers_for_node(c, a.node.id, now))
+                .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
+                .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
+            reply.hints.slices_changed = app.slivers_seen.changed(a.node.id, &slivers);
             Ok(Signed(reply, a.signer).into_response())
         },
     )
@@ -342,7 +367,7 @@ pub async fn installed(State(app): State<Arc<App>>, req: Request) -> Response {
                 .await?;
             let node = match outcome {
                 WriteOutcome::Installed(node) => *node,
-                WriteOutcome::Done => a.node,
+                WriteOutcome::Done | WriteOutcome::CheckedIn(_) => a.node,
             };
             let s = &app.settings;
             let reply =
@@ -376,7 +401,7 @@ pub async fn update(State(app): State<Arc<App>>, req: Request) -> Response {
 
 pub async fn slivers(State(app): State<Arc<App>>, req: Request) -> Response {
     let result = async {
-        let a = app.authenticate(req).await?;
+        let a = app.authenticate(req, Nonces::Once).await?;
         if !a.body.is_empty() {
             return Err(Failure::bad_request("GET slivers takes no body").signed(&a.signer));
         }
@@ -396,6 +421,51 @@ pub async fn slivers(State(app): State<Arc<App>>, req: Request) -> Response {
             slivers,
         };
         Ok(Signed(reply, a.signer).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET release`: which release the node may install now (the newest
+/// rollout decides; with none, whatever is published). Conditional: the
+/// entity tag is the SHA-256 of the reply body, and a `304` is signed over
+/// the body the node already holds. Nothing is written.
+pub async fn release(State(app): State<Arc<App>>, req: Request) -> Response {
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let result = async {
+        let a = app.authenticate(req, Nonces::ReadOnly).await?;
+        if !a.body.is_empty() {
+            return Err(Failure::bad_request("GET release takes no body").signed(&a.signer));
+        }
+        let latest = app
+            .reads
+            .with(crate::rollout::store::latest)
+            .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
+            .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
+        let now = Timestamp::now();
+        let (allow, revert, rollout) = match latest {
+            Some(r) => {
+                let (allow, revert, note) = r.directive(a.node.id, now);
+                (allow, revert, Some(note))
+            }
+            None => (ReleaseAllow::Latest, None, None),
+        };
+        let directive = ReleaseDirective {
+            allow,
+            revert,
+            rollout,
+            timestamp_version: app.repo.timestamp_version(),
+            mirrors: app.settings.mirrors.clone(),
+        };
+        Ok(conditional_json(
+            &directive,
+            if_none_match.as_deref(),
+            &a.signer,
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

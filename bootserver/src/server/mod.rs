@@ -46,6 +46,19 @@ pub enum ServerError {
     Db(#[from] DbError),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("reading the CA of mirror {url} ({})", path.display())]
+    MirrorCa {
+        url: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mirror {url}")]
+    Mirror {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// What handlers need from the configuration.
@@ -55,6 +68,39 @@ pub struct Settings {
     pub checkin_interval_secs: u64,
     pub debug_ssh_keys: Vec<String>,
     pub max_body: usize,
+    /// Mirrors named in every release directive, their CAs read in.
+    pub mirrors: Vec<config::node::Mirror>,
+    /// Whether `/repo/targets/…` is served here.
+    pub serve_packages: bool,
+}
+
+/// The configured mirrors with their CA files read, checked as a node
+/// config would check them.
+fn load_mirrors(workdir: &WorkDir) -> Result<Vec<config::node::Mirror>, ServerError> {
+    let mut out = Vec::new();
+    for m in &workdir.config.repository.mirrors {
+        let ca = match &m.ca {
+            Some(path) => {
+                let path = config::server::ServerConfig::resolve(workdir.root(), path);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ServerError::MirrorCa {
+                        url: m.url.to_string(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(text)
+            }
+            None => None,
+        };
+        let value = serde_json::json!({ "url": m.url.as_str(), "ca": ca });
+        let mirror: config::node::Mirror =
+            serde_json::from_value(value).map_err(|e| ServerError::Mirror {
+                url: m.url.to_string(),
+                source: Box::new(e),
+            })?;
+        out.push(mirror);
+    }
+    Ok(out)
 }
 
 /// Shared by every request.
@@ -127,6 +173,8 @@ impl Server {
                 checkin_interval_secs: config.nodes.checkin_interval_secs,
                 debug_ssh_keys: config.nodes.debug_ssh_keys.clone(),
                 max_body: config.limits.max_body.bytes() as usize,
+                mirrors: load_mirrors(workdir)?,
+                serve_packages: config.repository.serve_packages,
             },
             reads,
             writer,
@@ -253,6 +301,7 @@ fn router(app: Arc<App>) -> Router {
         .route(paths::INSTALLED, post(api::installed))
         .route(paths::UPDATE, post(api::update))
         .route(paths::SLIVERS, get(api::slivers))
+        .route(paths::RELEASE, get(api::release))
         .route(paths::HELLO, post(api::hello))
         .route("/repo/{area}/{name}", get(repo::serve))
         .route("/status", get(status::overview_page))

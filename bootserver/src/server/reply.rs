@@ -8,6 +8,7 @@ use config::api::ApiError;
 use config::node::NodeKey;
 use config::Timestamp;
 use serde::Serialize;
+use sha2::Digest;
 
 /// Who a reply is signed for: the key of a node whose request signature
 /// verified, and that request's nonce.
@@ -108,6 +109,49 @@ pub fn json_response<T: Serialize>(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(v) = sig.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        headers.insert(RESPONSE_SIG_HEADER, v);
+    }
+    response
+}
+
+/// A signed JSON reply to a conditional request: its entity tag is the
+/// SHA-256 of the body; when `if_none_match` names it, a `304` without a
+/// body, signed over the body the node already has (the same signature a
+/// `200` would carry).
+pub fn conditional_json<T: Serialize>(
+    value: &T,
+    if_none_match: Option<&str>,
+    signer: &Signer,
+) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "serialising a reply failed");
+            return Failure::internal("serialising the reply failed")
+                .signed(signer)
+                .into_response();
+        }
+    };
+    let etag = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&body)));
+    let sig = sign_response(&signer.key, signer.nonce, &body);
+    let not_modified = if_none_match.is_some_and(|v| crate::input::etag_matches(v, &etag));
+    let mut response = if not_modified {
+        (StatusCode::NOT_MODIFIED, Vec::new()).into_response()
+    } else {
+        (StatusCode::OK, body).into_response()
+    };
+    let headers = response.headers_mut();
+    if !not_modified {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&sig) {
         headers.insert(RESPONSE_SIG_HEADER, v);
     }
     response

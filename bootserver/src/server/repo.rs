@@ -43,6 +43,8 @@ struct FileEntry {
 
 struct Snapshot {
     files: HashMap<String, Arc<FileEntry>>,
+    /// The version of its `timestamp.json` (verified when it was published).
+    timestamp_version: Option<u64>,
 }
 
 /// The server's view of the published repository; follows the `repo`
@@ -111,12 +113,28 @@ impl RepoFiles {
                 Some((key.clone(), Arc::new(file)))
             })
             .collect();
-        let snap = Arc::new(Snapshot { files });
+        let timestamp_version = std::fs::read(dir.join("metadata/timestamp.json"))
+            .ok()
+            .and_then(|bytes| {
+                pkgsign::metadata::parse_unverified::<pkgsign::metadata::Timestamp>(&bytes).ok()
+            })
+            .map(|(_, ts)| ts.version);
+        let snap = Arc::new(Snapshot {
+            files,
+            timestamp_version,
+        });
         tracing::info!(snapshot = %dir.display(), files = snap.files.len(), "serving repository snapshot");
         // Cached bytes of the old snapshot are freed with it.
         self.cached_bytes.store(0, Ordering::Relaxed);
         *current = Some((dir, snap.clone()));
         Some(snap)
+    }
+}
+
+impl RepoFiles {
+    /// The `timestamp.json` version being served, if a repository is.
+    pub fn timestamp_version(&self) -> Option<u64> {
+        self.snapshot()?.timestamp_version
     }
 }
 
@@ -152,6 +170,11 @@ async fn serve_file(
         || Failure::not_found(format!("/repo/{key} is not in the published repository"));
     if repo_store::split_key(&key).is_none() {
         return Err(not_found());
+    }
+    if area == "targets" && !app.settings.serve_packages {
+        return Err(Failure::not_found(format!(
+            "/repo/{key}: this server serves the signed metadata only; packages come from the repository's mirrors"
+        )));
     }
     let snapshot = app.repo.snapshot().ok_or_else(|| {
         Failure::not_found(

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::reply::{json_response, Failure};
 use super::App;
 use crate::model::{AuthFailureCount, EventKind, Node, NodeEvent, RepoPublish, UnregisteredNode};
+use crate::overview::{self, NodeProblems, Problem, StateCounts};
 use crate::registry::{self, NodeSort, SortError, SortOrder};
+use crate::rollout::{self, RolloutStatus};
+use config::api::{BootState, RunLevel};
 
 #[derive(Debug, Deserialize)]
 pub struct StatusQuery {
@@ -74,6 +77,12 @@ struct NodeStatus<'a> {
 struct Overview<'a> {
     server_time: Timestamp,
     started_at: Timestamp,
+    /// Nodes per boot state and run level.
+    summary: &'a StateCounts,
+    /// Nodes with problems, worst first.
+    problems: &'a [NodeProblems],
+    /// The newest rollout, wave by wave.
+    rollout: Option<&'a RolloutStatus>,
     nodes: Vec<NodeStatus<'a>>,
     unknown_node_auth_failures: u64,
     unregistered: &'a [UnregisteredNode],
@@ -85,6 +94,9 @@ struct OverviewData {
     failures: HashMap<u64, u64>,
     unregistered: Vec<UnregisteredNode>,
     publish: Option<RepoPublish>,
+    summary: StateCounts,
+    problems: Vec<NodeProblems>,
+    rollout: Option<RolloutStatus>,
 }
 
 async fn overview_data(app: &Arc<App>, sorting: &Sorting) -> Result<OverviewData, Failure> {
@@ -93,12 +105,38 @@ async fn overview_data(app: &Arc<App>, sorting: &Sorting) -> Result<OverviewData
     tokio::task::spawn_blocking(move || {
         app.reads
             .with(|c| -> Result<OverviewData, registry::RegistryError> {
-                Ok(OverviewData {
-                    nodes: registry::list_nodes(c, site.as_deref(), sort, order)?,
-                    failures: registry::auth_failure_totals(c)?,
-                    unregistered: registry::unregistered_nodes(c)?,
-                    publish: registry::publishes(c, 1)?.into_iter().next(),
-                })
+                // One read transaction: every part is from the same moment.
+                c.execute_batch("BEGIN DEFERRED")?;
+                let result = (|| {
+                    let now = Timestamp::now();
+                    let nodes = registry::list_nodes(c, site.as_deref(), sort, order)?;
+                    let auth = registry::auth_failure_summary(c)?;
+                    let (rollout, progress) = match rollout::store::latest(c)? {
+                        Some(r) => {
+                            let progress = rollout::store::progress(c, r.id)?;
+                            (Some(rollout::store::status(c, r, now)?), progress)
+                        }
+                        None => (None, HashMap::new()),
+                    };
+                    let release = rollout.as_ref().map(|r| r.rollout.deployment.to_string());
+                    let problems = overview::problems(
+                        &nodes,
+                        &auth,
+                        release.as_deref().map(|r| (r, &progress)),
+                        now,
+                    );
+                    Ok(OverviewData {
+                        summary: StateCounts::of(&nodes),
+                        problems,
+                        rollout,
+                        failures: auth.iter().map(|(k, v)| (*k, v.count)).collect(),
+                        nodes,
+                        unregistered: registry::unregistered_nodes(c)?,
+                        publish: registry::publishes(c, 1)?.into_iter().next(),
+                    })
+                })();
+                c.execute_batch("COMMIT")?;
+                result
             })
     })
     .await
@@ -114,6 +152,9 @@ pub async fn overview_json(State(app): State<Arc<App>>, Query(q): Query<StatusQu
         let body = Overview {
             server_time: Timestamp::now(),
             started_at: app.started_at,
+            summary: &data.summary,
+            problems: &data.problems,
+            rollout: data.rollout.as_ref(),
             nodes: data
                 .nodes
                 .iter()
@@ -204,6 +245,25 @@ tr:nth-child(even) td { background: #f8f9fb; }
 .state-boot { color: #146c2e; } .state-reinstall { color: #8a4b00; }
 .state-debug { color: #8a0057; } .state-disabled { color: #666; }
 .event-failure td { background: #fdecea !important; }
+.cards { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+.cards > section { min-width: 20em; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.last-contact, td.last-boot { white-space: nowrap; }
+/* A thousand rows: fixed layout sizes the columns once instead of measuring every cell. */
+#nodes { table-layout: fixed; width: 100%; }
+#nodes td { overflow: hidden; text-overflow: ellipsis; }
+td.zero { color: #b0b0b0; }
+.badge { display: inline-block; padding: 0 0.4em; margin: 0 0.2em 0.1em 0; border-radius: 0.3em; font-size: 0.85em; color: #fff; }
+.badge-failed { background: #b3261e; } .badge-update-failed { background: #c2410c; }
+.badge-not-seen { background: #6b4fa0; } .badge-clock-off { background: #8a6d00; }
+.badge-auth-failures { background: #3f5f8a; }
+.rollout-active { color: #146c2e; } .rollout-paused, .rollout-halted { color: #b3261e; font-weight: 600; }
+.rollout-aborted, .rollout-superseded { color: #666; }
+.bar { display: flex; width: 18em; height: 0.9em; background: #e4e6ea; border-radius: 0.2em; overflow: hidden; }
+.bar span { display: block; height: 100%; }
+.bar .healthy { background: #2e7d32; } .bar .took { background: #64b5f6; }
+.bar .failed { background: #c62828; } .bar .reverted { background: #9e9e9e; }
+.legend span { display: inline-block; width: 0.8em; height: 0.8em; margin: 0 0.25em 0 0.8em; vertical-align: middle; }
 .muted { color: #6b6b6b; }
 pre { background: #f4f4f4; padding: 0.5em; max-width: 100em; overflow-x: auto; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
@@ -325,6 +385,11 @@ fn overview_body(app: &App, data: &OverviewData, sorting: &Sorting) -> Markup {
             @if let Some(site) = &sorting.site { " at site " strong { (site) } " (" a href="/status" { "all sites" } ")" }
             ". " a href="/status.json" { "JSON" }
         }
+        div.cards {
+            (summary_section(&data.summary))
+            (rollout_section(data.rollout.as_ref(), now))
+        }
+        (problems_section(&data.problems, now))
         @if let Some(p) = &data.publish {
             p id="repository" {
                 "Repository: targets v" (p.targets_version) ", snapshot v" (p.snapshot_version)
@@ -333,6 +398,11 @@ fn overview_body(app: &App, data: &OverviewData, sorting: &Sorting) -> Markup {
             }
         }
         table id="nodes" {
+            colgroup {
+                col style="width: 4em"; col style="width: 7em"; col style="width: 16em"; col style="width: 8em";
+                col style="width: 7em"; col style="width: 8em"; col style="width: 7em"; col style="width: 7em";
+                col; col style="width: 6em";
+            }
             thead { tr {
                 @for (label, column) in columns { th { (sort_link(label, column, sorting)) } }
                 th { "Auth failures" }
@@ -382,6 +452,158 @@ fn overview_body(app: &App, data: &OverviewData, sorting: &Sorting) -> Markup {
         @let unknown = data.failures.get(&0).copied().unwrap_or(0);
         @if unknown > 0 {
             p.muted { (unknown) " request(s) from unknown or unnamed nodes were refused." }
+        }
+    }
+}
+
+/// Nodes per boot state (rows) and run level (columns).
+fn summary_section(counts: &StateCounts) -> Markup {
+    let levels: Vec<&str> = [
+        Some(RunLevel::Boot),
+        Some(RunLevel::Bootcd),
+        Some(RunLevel::Installing),
+        Some(RunLevel::Debug),
+        Some(RunLevel::Disabled),
+        None,
+    ]
+    .into_iter()
+    .map(overview::run_level_word)
+    .collect();
+    let cell = |n: u64| {
+        html! { td class=(if n == 0 { "num zero" } else { "num" }) { (n) } }
+    };
+    html! {
+        section id="summary" {
+            h2 { "Nodes by state" }
+            table {
+                thead { tr {
+                    th { "Boot state (admin) ╲ run level (node)" }
+                    @for l in &levels { th.num { (l) } }
+                    th.num { "All" }
+                } }
+                tbody {
+                    @for state in BootState::ALL {
+                        tr data-state=(state.as_str()) {
+                            th class=(format!("state-{state}")) { (state) }
+                            @for l in &levels { (cell(counts.get(state, l))) }
+                            (cell(counts.boot_state.get(state.as_str()).copied().unwrap_or(0)))
+                        }
+                    }
+                    tr {
+                        th { "All" }
+                        @for l in &levels { (cell(counts.run_level.get(*l).copied().unwrap_or(0))) }
+                        (cell(counts.total))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn problem_text(p: &Problem, now: Timestamp) -> Markup {
+    match p {
+        Problem::Failed { step, message, at } => html! {
+            strong { (step) } ": " (message)
+            @if let Some(at) = at { " " span.muted { "(" (age(Some(*at), now)) ")" } }
+        },
+        Problem::UpdateFailed { release } => {
+            html! { "failed with the rollout's release " code { (release) } }
+        }
+        Problem::NotSeen { since } => html! { "last check-in " (age(Some(*since), now)) },
+        Problem::ClockOff { secs } => html! {
+            "clock " (duration(secs.abs())) @if *secs > 0 { " ahead" } @else { " behind" }
+        },
+        Problem::AuthFailures { count, last_at } => html! {
+            (count) " failed authentication(s), the last " (age(Some(*last_at), now))
+        },
+    }
+}
+
+/// Nodes with problems, worst first.
+fn problems_section(problems: &[NodeProblems], now: Timestamp) -> Markup {
+    html! {
+        section id="problems" {
+            h2 { "Nodes with problems (" (problems.len()) ")" }
+            @if problems.is_empty() {
+                p.muted { "None: every node that checked in is healthy, seen within the hour, with a good clock." }
+            } @else {
+                table {
+                    thead { tr { th { "Node" } th { "Site" } th { "Problems" } th { "Details" } } }
+                    tbody {
+                        @for n in problems {
+                            tr id=(format!("problem-{}", n.id)) data-node-id=(n.id.0) data-worst=(n.problems[0].word()) {
+                                td { a href=(format!("/status/node/{}", n.id)) { (n.fqdn) } }
+                                td { (n.site) }
+                                td { @for p in &n.problems { span class=(format!("badge badge-{}", p.word())) { (p.word()) } } }
+                                td { @for (i, p) in n.problems.iter().enumerate() { @if i > 0 { br; } (problem_text(p, now)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bar(c: &rollout::WaveCounts) -> Markup {
+    let share = |n: u64| {
+        if c.nodes == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / c.nodes as f64
+        }
+    };
+    html! {
+        div.bar title=(format!("{} healthy, {} on the way, {} failed, {} reverted, {} not reported", c.healthy, c.took - c.healthy, c.failed, c.reverted, c.not_reported)) {
+            span.healthy style=(format!("width: {:.2}%", share(c.healthy))) {}
+            span.took style=(format!("width: {:.2}%", share(c.took - c.healthy))) {}
+            span.failed style=(format!("width: {:.2}%", share(c.failed))) {}
+            span.reverted style=(format!("width: {:.2}%", share(c.reverted))) {}
+        }
+    }
+}
+
+/// The newest rollout, wave by wave.
+fn rollout_section(status: Option<&RolloutStatus>, now: Timestamp) -> Markup {
+    html! {
+        section id="rollout" {
+            h2 { "Rollout" }
+            @match status {
+                None => p.muted { "No rollout yet: nodes take whatever is published (" code { "bootserver rollout start VERSION" } ")." },
+                Some(s) => {
+                    @let r = &s.rollout;
+                    p {
+                        "Rollout " (r.id) " of " code { (r.deployment) } ": "
+                        span class=(format!("rollout-state rollout-{}", r.state)) { (r.state) }
+                        @if s.complete { " (every wave open)" }
+                        ", started " (age(Some(r.started_at), now)) "; "
+                        (s.open_waves) " of " (r.waves.len()) " wave(s) open, "
+                        (duration(r.interval_secs as i64)) " apart; halts past " (r.max_failures.to_string()) " failures in a wave."
+                        @if let Some(note) = &r.note { br; span.muted { (note) } }
+                    }
+                    table id="rollout-waves" {
+                        thead { tr {
+                            th { "Wave" } th { "Share" } th { "Open" } th.num { "Nodes" } th.num { "Took" }
+                            th.num { "Healthy" } th.num { "Failed" } th.num { "Reverted" } th.num { "Not reported" } th { "Progress" }
+                        } }
+                        tbody {
+                            @for w in &s.waves {
+                                tr data-wave=(w.wave) {
+                                    td { (w.wave) } td { (w.share) }
+                                    td { @if w.open { "yes" } @else if let Some(at) = w.opens_at { "in " (duration(at.unix() - now.unix())) } @else { "no" } }
+                                    td.num { (w.counts.nodes) } td.num.took { (w.counts.took) } td.num.healthy { (w.counts.healthy) }
+                                    td.num.failed { (w.counts.failed) } td.num.reverted { (w.counts.reverted) } td.num.not-reported { (w.counts.not_reported) }
+                                    td { (bar(&w.counts)) }
+                                }
+                            }
+                        }
+                    }
+                    p.legend.muted {
+                        span style="background:#2e7d32" {} "healthy" span style="background:#64b5f6" {} "on the way"
+                        span style="background:#c62828" {} "failed" span style="background:#9e9e9e" {} "reverted"
+                    }
+                }
+            }
         }
     }
 }

@@ -19,7 +19,6 @@ use floor::durable::{sync_dir, write_atomic, DurableError};
 use pkgsign::fetch::Fetcher;
 use pkgsign::install::{InstallError, InstallOptions, Manifest, Progress};
 use pkgsign::{VerifiedPackage, VerifiedRepo};
-use sha2::{Digest, Sha256};
 
 use config::Timestamp;
 
@@ -110,19 +109,23 @@ fn io_error<'a>(
 }
 
 /// The deployment id for a set of packages: base version + a hash of all
-/// the package hashes, so a change in any package makes a new deployment.
+/// the package hashes, so a change in any package makes a new deployment
+/// (`config::release::deployment_id`, which the boot server uses too).
 pub fn deployment_id(packages: &[VerifiedPackage]) -> Result<DeploymentId, BuildError> {
-    let base = packages
+    let signed: Vec<config::release::SignedPackage<'_>> = packages
         .iter()
-        .find(|p| p.name() == "base")
-        .ok_or_else(|| BuildError::MissingPackage("base".into()))?;
-    let mut h = Sha256::new();
-    for p in packages {
-        h.update(p.name().as_bytes());
-        h.update(p.info().sha256().0);
-    }
-    let digest = hex::encode(h.finalize());
-    DeploymentId::new(&format!("{}-{}", base.info().version, &digest[..8])).map_err(BuildError::Id)
+        .map(|p| config::release::SignedPackage {
+            name: p.name(),
+            version: &p.info().version,
+            sha256: p.info().sha256().0,
+        })
+        .collect();
+    config::release::deployment_id(&signed).map_err(|e| match e {
+        config::release::ReleaseError::MissingPackage(name) => {
+            BuildError::MissingPackage(name.to_string())
+        }
+        config::release::ReleaseError::Id(e) => BuildError::Id(e),
+    })
 }
 
 /// The node OS packages from verified metadata, in install order.

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::manifest::{EntryKind, Manifest, ManifestEntry};
+use super::write::FileWriter;
 use crate::metadata::Sha256Digest;
 
 /// What a package may contain.
@@ -87,23 +88,23 @@ pub struct ExtractStats {
 const FRAMING_SLACK: u64 = 64 * 1024 * 1024;
 const FRAMING_PER_ENTRY: u64 = 2048;
 const COPY_BUFFER: usize = 512 * 1024;
-/// Files at least this large start their writeback as soon as they are
-/// written, so the final syncfs has less left to do.
-const EARLY_WRITEBACK: u64 = 64 * 1024;
-
-/// Asks the kernel to start writing `file` to disk now, without waiting.
-fn start_writeback(file: &fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is valid for the lifetime of `file`; the call
-    // only schedules I/O. Failure is harmless (syncfs follows), so it is ignored.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
 
 /// Extracts the (decompressed) tar stream `reader` into `dest`, recording
 /// every entry in `manifest` under `prefix` (empty, or `name/`).
 pub fn extract_tar<R: Read>(
+    reader: R,
+    dest: &Path,
+    prefix: &str,
+    policy: &ExtractPolicy,
+    manifest: &mut Manifest,
+) -> Result<ExtractStats, ExtractError> {
+    let buffered = io::BufReader::with_capacity(256 * 1024, reader);
+    extract_buffered(buffered, dest, prefix, policy, manifest)
+}
+
+/// [`extract_tar`] for a stream that is buffered already: the tar entries
+/// read straight from its buffer.
+pub(super) fn extract_buffered<R: BufRead>(
     reader: R,
     dest: &Path,
     prefix: &str,
@@ -116,27 +117,40 @@ pub fn extract_tar<R: Read>(
         read: 0,
         allowance: allowance.clone(),
     };
-    let mut archive = tar::Archive::new(io::BufReader::with_capacity(256 * 1024, capped));
-    let mut extractor = Extractor {
-        dest,
-        prefix,
-        policy,
-        manifest,
-        stats: ExtractStats::default(),
-        known_dirs: HashSet::new(),
-        dir_modes: Vec::new(),
-        buffer: vec![0u8; COPY_BUFFER],
-        allowance,
-    };
-    let entries = archive.entries().map_err(ExtractError::Corrupt)?;
-    for entry in entries {
-        let mut entry = entry.map_err(ExtractError::Corrupt)?;
-        extractor.stats.entries += 1;
-        extractor.grant(FRAMING_PER_ENTRY);
-        extractor.entry(&mut entry)?;
-    }
-    extractor.finish_dirs()?;
-    Ok(extractor.stats)
+    let mut archive = tar::Archive::new(capped);
+    std::thread::scope(|scope| {
+        let writer = FileWriter::start(scope).map_err(|source| ExtractError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+        let mut extractor = Extractor {
+            dest,
+            prefix,
+            policy,
+            manifest,
+            stats: ExtractStats::default(),
+            known_dirs: HashSet::new(),
+            dir_modes: Vec::new(),
+            writer,
+            allowance,
+        };
+        let entries = archive.entries().map_err(ExtractError::Corrupt)?;
+        for entry in entries {
+            let mut entry = entry.map_err(ExtractError::Corrupt)?;
+            extractor.stats.entries += 1;
+            extractor.grant(FRAMING_PER_ENTRY);
+            extractor.entry(&mut entry)?;
+        }
+        let Extractor {
+            writer,
+            dir_modes,
+            stats,
+            ..
+        } = extractor;
+        writer.finish()?;
+        finish_dirs(dir_modes)?;
+        Ok(stats)
+    })
 }
 
 /// Fails the stream once it grows past what the accepted entries explain.
@@ -162,7 +176,7 @@ impl<R: Read> Read for FramingCap<R> {
 /// A directory's final mode and owner, applied after its contents.
 type DirMode = (PathBuf, u32, Option<(u32, u32)>);
 
-struct Extractor<'a> {
+struct Extractor<'a, 'scope> {
     dest: &'a Path,
     prefix: &'a str,
     policy: &'a ExtractPolicy,
@@ -172,7 +186,8 @@ struct Extractor<'a> {
     known_dirs: HashSet<PathBuf>,
     /// Modes applied at the end, so that read-only directories can be filled first.
     dir_modes: Vec<DirMode>,
-    buffer: Vec<u8>,
+    /// Writes regular files' content (see [`super::write`]).
+    writer: FileWriter<'scope>,
     allowance: Rc<Cell<u64>>,
 }
 
@@ -227,7 +242,7 @@ fn check_symlink_target(target: &str, parent_depth: usize, base_image: bool) -> 
     Ok(())
 }
 
-impl Extractor<'_> {
+impl Extractor<'_, '_> {
     fn grant(&self, bytes: u64) {
         self.allowance
             .set(self.allowance.get().saturating_add(bytes));
@@ -303,8 +318,31 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// Creates a new entry at `path` with `create`. Where the name is taken,
+    /// the way is cleared first ([`Self::clear_target`]) and `create` tried
+    /// once more; an existing directory satisfies a directory entry. Trying
+    /// first saves a lookup per entry: names are rarely repeated.
+    fn create_fresh<T>(
+        &mut self,
+        name: &str,
+        path: &Path,
+        is_dir: bool,
+        mut create: impl FnMut(&Path) -> io::Result<T>,
+    ) -> Result<Option<T>, ExtractError> {
+        match create(path) {
+            Ok(made) => return Ok(Some(made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Self::io_err(path)(e)),
+        }
+        if self.clear_target(name, path, is_dir)? {
+            return Ok(None);
+        }
+        create(path).map(Some).map_err(Self::io_err(path))
+    }
+
     /// Clears the way for a new entry at `path`: a later entry replaces an
     /// earlier non-directory; nothing replaces a directory except a directory.
+    /// Returns whether `path` is a directory to keep.
     fn clear_target(
         &mut self,
         name: &str,
@@ -372,21 +410,18 @@ impl Extractor<'_> {
             self.dir_modes.push((self.dest.to_path_buf(), mode, owner));
             return Ok(());
         }
-        let is_dir = entry_type == EntryType::Directory;
         self.ensure_parents(&name, &components, true)?;
         let path = self.path_of(&components);
-        let existing_dir = self.clear_target(&name, &path, is_dir)?;
         let key = self.key(&components);
         let manifest_entry = match entry_type {
             EntryType::Regular | EntryType::Continuous => {
                 self.regular_file(&name, entry, &path, mode, owner)?
             }
             EntryType::Directory => {
-                if !existing_dir {
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&path)
-                        .map_err(Self::io_err(&path))?;
+                if !self.known_dirs.contains(&path) {
+                    self.create_fresh(&name, &path, true, |path| {
+                        fs::DirBuilder::new().mode(0o700).create(path)
+                    })?;
                 }
                 self.known_dirs.insert(path.clone());
                 self.dir_modes.push((path.clone(), mode, owner));
@@ -425,26 +460,30 @@ impl Extractor<'_> {
         }
         self.stats.unpacked_bytes = total;
         self.grant(size.saturating_add(512));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(Self::io_err(path))?;
+        let file = self
+            .create_fresh(name, path, false, |path| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(path)
+            })?
+            .ok_or_else(|| Self::unsafe_entry(name, "would replace a directory"))?;
+        self.writer.open(file, path.to_path_buf());
         let mut hasher = Sha256::new();
         let mut written = 0u64;
-        loop {
-            let n = entry
-                .read(&mut self.buffer)
-                .map_err(ExtractError::Corrupt)?;
-            if n == 0 {
+        while written < size {
+            let want = usize::try_from(size - written)
+                .unwrap_or(usize::MAX)
+                .min(COPY_BUFFER);
+            let filled = self.writer.data(want, |buf| fill(entry, buf))?;
+            if filled.is_empty() {
                 break;
             }
-            hasher.update(&self.buffer[..n]);
-            file.write_all(&self.buffer[..n])
-                .map_err(Self::io_err(path))?;
-            written += n as u64;
+            hasher.update(filled);
+            written += filled.len() as u64;
+            self.writer.maybe_send()?;
         }
         if written != size {
             return Err(Self::unsafe_entry(
@@ -452,14 +491,7 @@ impl Extractor<'_> {
                 format!("holds {written} bytes, header says {size}"),
             ));
         }
-        if written >= EARLY_WRITEBACK {
-            start_writeback(&file);
-        }
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(Self::io_err(path))?;
-        }
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(Self::io_err(path))?;
+        self.writer.close(mode, owner)?;
         Ok(ManifestEntry {
             kind: EntryKind::File,
             mode,
@@ -487,7 +519,9 @@ impl Extractor<'_> {
             .map_err(|_| Self::unsafe_entry(name, "symlink target is not UTF-8"))?;
         check_symlink_target(&target, components.len() - 1, self.policy.base_image)
             .map_err(|r| Self::unsafe_entry(name, r))?;
-        std::os::unix::fs::symlink(&target, path).map_err(Self::io_err(path))?;
+        self.create_fresh(name, path, false, |path| {
+            std::os::unix::fs::symlink(&target, path)
+        })?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(Self::io_err(path))?;
         }
@@ -519,6 +553,9 @@ impl Extractor<'_> {
         }
         self.ensure_parents(name, &target_components, false)?;
         let target = self.path_of(&target_components);
+        if target == path {
+            return Err(Self::unsafe_entry(name, "hard link to itself"));
+        }
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.file_type().is_file() => {}
             Ok(_) => {
@@ -540,7 +577,7 @@ impl Extractor<'_> {
             .get(&self.key(&target_components))
             .cloned()
             .ok_or_else(|| Self::unsafe_entry(name, "hard link target is not in this package"))?;
-        fs::hard_link(&target, path).map_err(Self::io_err(path))?;
+        self.create_fresh(name, path, false, |path| fs::hard_link(&target, path))?;
         Ok(recorded)
     }
 
@@ -581,14 +618,14 @@ impl Extractor<'_> {
         };
         let c_path = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| Self::unsafe_entry(name, "name contains NUL"))?;
-        // SAFETY: c_path is a valid NUL-terminated string; mknod does not retain it.
-        let rc = unsafe { libc::mknod(c_path.as_ptr(), file_type | mode, rdev) };
-        if rc != 0 {
-            return Err(ExtractError::Io {
-                path: path.into(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        self.create_fresh(name, path, false, |_| {
+            // SAFETY: c_path is a valid NUL-terminated string; mknod does not retain it.
+            if unsafe { libc::mknod(c_path.as_ptr(), file_type | mode, rdev) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        })?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(Self::io_err(path))?;
         }
@@ -607,25 +644,38 @@ impl Extractor<'_> {
             },
         })
     }
+}
 
-    /// Applies directory owners and modes, deepest first.
-    fn finish_dirs(&mut self) -> Result<(), ExtractError> {
-        let mut dirs = std::mem::take(&mut self.dir_modes);
-        // Later entries for the same directory win: keep the last of each.
-        let mut seen = HashSet::new();
-        dirs.reverse();
-        dirs.retain(|(path, _, _)| seen.insert(path.clone()));
-        dirs.sort_by_key(|(path, _, _)| std::cmp::Reverse(path.components().count()));
-        for (path, mode, owner) in dirs {
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                    .map_err(Self::io_err(&path))?;
-            }
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(Self::io_err(&path))?;
+/// Applies directory owners and modes, deepest first.
+fn finish_dirs(mut dirs: Vec<DirMode>) -> Result<(), ExtractError> {
+    // Later entries for the same directory win: keep the last of each.
+    let mut seen = HashSet::new();
+    dirs.reverse();
+    dirs.retain(|(path, _, _)| seen.insert(path.clone()));
+    dirs.sort_by_key(|(path, _, _)| std::cmp::Reverse(path.components().count()));
+    for (path, mode, owner) in dirs {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .map_err(Extractor::io_err(&path))?;
         }
-        Ok(())
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(Extractor::io_err(&path))?;
     }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 fn dir_entry(mode: u32, owner: Option<(u32, u32)>) -> ManifestEntry {

@@ -2,9 +2,18 @@
 //! staging directory beside the destination, then an atomic swap.
 //!
 //! ```text
-//! source → length limit → verified (sha256 + length, reader thread) → gunzip
-//! → checked tar entries → DEST.staging-… → syncfs → swap → old tree removed
+//! source → length limit → verified (sha256 + length) → gunzip   [decoder thread]
+//! → checked tar entries, each name created in archive order     [caller's thread]
+//!   → files' content, owners and modes                          [writer thread]
+//! → DEST.staging-… → syncfs → swap → old tree removed
 //! ```
+//!
+//! Every extraction rule is decided on the caller's thread against the
+//! tree on disk; the writer only fills in files that thread created.
+//!
+//! While the tree is written, a background thread flushes the file system
+//! every few tens of megabytes, so that the syncfs before the swap has
+//! little left to wait for.
 //!
 //! The hash and length are checked by [`crate::verified::VerifiedReader`]
 //! when the stream ends; the installer reads every package to its end, so
@@ -13,14 +22,16 @@
 //! Any failure removes the staging directory and leaves the destination
 //! as it was.
 
+mod decode;
 mod extract;
 mod manifest;
 mod swap;
+mod write;
 
 use std::fmt;
-use std::io::{self, BufRead, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::sync_channel;
 
 pub use extract::{extract_tar, ExtractError, ExtractPolicy, ExtractStats};
 pub use manifest::{
@@ -206,6 +217,7 @@ pub fn install(
         let path = path.to_path_buf();
         move |source| InstallError::Io { path, source }
     };
+    let started = std::time::Instant::now();
     swap::remove_stale(dest);
     let staging = swap::Staging::create(dest).map_err(io_err(dest))?;
     let total: u64 = packages.iter().map(|p| p.info().length).sum();
@@ -215,6 +227,7 @@ pub fn install(
         unpacked_bytes: 0,
         entries: 0,
     };
+    let background_sync = swap::BackgroundSync::start(staging.path()).map_err(io_err(dest))?;
     for package in packages {
         let (root, prefix) = if options.into_subdirs {
             let dir = staging.path().join(package.name());
@@ -243,14 +256,27 @@ pub fn install(
             &prefix,
             &mut report.manifest,
             &progress,
+            &|| background_sync.request(),
         )?;
         report.bytes += package.info().length;
         report.unpacked_bytes += stats.unpacked_bytes;
         report.entries += stats.entries;
     }
+    let extracted = started.elapsed();
+    background_sync.finish();
+    let waited = started.elapsed();
     set_root_mode(staging.path()).map_err(io_err(staging.path()))?;
     swap::sync_filesystem(staging.path()).map_err(io_err(staging.path()))?;
+    let synced = started.elapsed();
     staging.commit(dest).map_err(io_err(dest))?;
+    tracing::debug!(
+        "installed {} entries into {}: extracted after {extracted:.2?}, background \
+         flush done after {waited:.2?}, final syncfs done after {synced:.2?}, swapped \
+         after {:.2?}",
+        report.entries,
+        dest.display(),
+        started.elapsed()
+    );
     Ok(report)
 }
 
@@ -277,7 +303,10 @@ fn set_root_mode(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-const CHUNK: usize = 1 << 20;
+/// Bytes of tar stream between background flushes.
+const FLUSH_EVERY: u64 = 32 << 20;
+/// Chunks of tar stream in flight between the decoder and the extractor.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Streams one package into `root`.
 fn install_one(
@@ -287,6 +316,7 @@ fn install_one(
     prefix: &str,
     manifest: &mut Manifest,
     progress: &(dyn Fn(u64) + Sync),
+    flush: &(dyn Fn() + Sync),
 ) -> Result<ExtractStats, InstallError> {
     let info = package.info();
     let name = package.name().to_string();
@@ -305,27 +335,29 @@ fn install_one(
     let source = VerifiedReader::new(source, Expected::of_package(package));
 
     std::thread::scope(|scope| {
-        let (data_tx, data_rx) = sync_channel::<Vec<u8>>(8);
-        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(10);
-        let reader = scope.spawn(move || read_chunks(source, data_tx, spare_rx));
-        let mut chunks = ChunkReader {
-            data: data_rx,
-            spare: spare_tx,
-            current: Vec::new(),
-            pos: 0,
-            done: 0,
-            progress,
-        };
-        let extracted = {
-            let gunzip = flate2::bufread::MultiGzDecoder::new(&mut chunks);
-            extract_tar(gunzip, root, prefix, &policy, manifest)
-        };
-        // Read what is left so the whole file is verified.
-        let drained = chunks.drain();
-        drop(chunks);
-        let read = reader
+        let (data_tx, data_rx) = sync_channel(CHUNKS_IN_FLIGHT);
+        let (spare_tx, spare_rx) = sync_channel(CHUNKS_IN_FLIGHT + 2);
+        let decoder = std::thread::Builder::new()
+            .name("pkgsign-decode".into())
+            .spawn_scoped(scope, move || {
+                decode::decode(source, data_tx, spare_rx, progress, flush, FLUSH_EVERY)
+            })
+            .map_err(|source| InstallError::Io {
+                path: root.to_path_buf(),
+                source,
+            })?;
+        let extracted = extract::extract_buffered(
+            decode::ChunkReader::new(data_rx, spare_tx),
+            root,
+            prefix,
+            &policy,
+            manifest,
+        );
+        // The extractor has hung up; the decoder reads the rest, so that
+        // the whole package is verified whatever happened here.
+        let read = decoder
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("reader thread panicked")));
+            .unwrap_or_else(|_| Err(io::Error::other("decoder thread panicked")));
         match read.map_err(Mismatch::take) {
             Ok(()) => {}
             Err(Ok(mismatch)) => {
@@ -341,99 +373,9 @@ fn install_one(
                 })
             }
         }
-        drained.map_err(|source| InstallError::Io {
-            path: root.to_path_buf(),
-            source,
-        })?;
         extracted.map_err(|source| InstallError::Extract {
             package: name,
             source,
         })
     })
-}
-
-/// Reader thread: reads the verified source in large chunks and passes
-/// them on; verification happens as the source reaches its end. Stops
-/// early (without error) when the consumer hangs up.
-fn read_chunks(
-    mut source: VerifiedReader<Box<dyn Read + Send>>,
-    data: SyncSender<Vec<u8>>,
-    spare: Receiver<Vec<u8>>,
-) -> io::Result<()> {
-    loop {
-        let mut buf = spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-        buf.resize(CHUNK, 0);
-        let mut filled = 0;
-        while filled < CHUNK {
-            match source.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(filled);
-        if filled == 0 || data.send(buf).is_err() {
-            return Ok(());
-        }
-    }
-}
-
-/// The consuming end: a `BufRead` over the chunks (no copying).
-struct ChunkReader<'a> {
-    data: Receiver<Vec<u8>>,
-    spare: SyncSender<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-    done: u64,
-    progress: &'a (dyn Fn(u64) + Sync),
-}
-
-impl ChunkReader<'_> {
-    /// Consumes everything still coming.
-    fn drain(&mut self) -> io::Result<()> {
-        loop {
-            let n = self.fill_buf()?.len();
-            if n == 0 {
-                return Ok(());
-            }
-            self.consume(n);
-        }
-    }
-}
-
-impl Read for ChunkReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for ChunkReader<'_> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.pos >= self.current.len() {
-            // A closed channel is the end: the reader thread reports its own
-            // errors when joined.
-            match self.data.recv() {
-                Ok(next) => {
-                    let old = std::mem::replace(&mut self.current, next);
-                    let _ = self.spare.try_send(old);
-                    self.pos = 0;
-                    self.done += self.current.len() as u64;
-                    (self.progress)(self.done);
-                }
-                Err(_) => return Ok(&[]),
-            }
-        }
-        Ok(&self.current[self.pos..])
-    }
-
-    fn consume(&mut self, amount: usize) {
-        self.pos = (self.pos + amount).min(self.current.len());
-    }
 }

@@ -6,6 +6,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use floor::durable::sync_dir;
 
@@ -199,12 +201,71 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Flushes the file system holding `path` (syncfs(2)).
 pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    syncfs(&fs::File::open(path)?)
+}
+
+fn syncfs(file: &fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let dir = fs::File::open(path)?;
-    // SAFETY: the descriptor is valid for the lifetime of `dir`.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+    // SAFETY: the descriptor is valid for the lifetime of `file`.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Flushes a file system from a background thread whenever asked, so that
+/// written data goes to disk while extraction goes on and the final
+/// [`sync_filesystem`] before the swap finds little left to do. Requests
+/// made while a flush runs are merged into one more flush. Durability still
+/// rests on the final `sync_filesystem` alone: these flushes only start it
+/// early, and their errors are left for that one to report.
+#[derive(Debug)]
+pub struct BackgroundSync {
+    request: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BackgroundSync {
+    /// Starts the thread for the file system holding `path`.
+    pub fn start(path: &Path) -> io::Result<BackgroundSync> {
+        let dir = fs::File::open(path)?;
+        let (request, requests) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("pkgsign-sync".into())
+            .spawn(move || {
+                while requests.recv().is_ok() {
+                    let _ = syncfs(&dir);
+                }
+            })?;
+        Ok(BackgroundSync {
+            request: Some(request),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a flush (at once if none is running, else after it).
+    pub fn request(&self) {
+        if let Some(request) = &self.request {
+            let _ = request.try_send(());
+        }
+    }
+
+    /// Waits for a running flush to end and stops the thread.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.request = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

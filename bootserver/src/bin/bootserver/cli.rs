@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use bootserver::admin::{NodeRef, NodeSort};
 use bootserver::model::{SiteName, SliceName};
+use bootserver::rollout::{FailureLimit, WavePlan};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use config::api::BootState;
 use config::node::{DnsName, MacAddr, ServerUrl};
+use config::units::Period;
 use config::Timestamp;
 
 #[derive(Parser, Debug)]
@@ -60,6 +62,9 @@ pub enum Command {
     /// The signed package repository the server publishes.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Roll the published release out in waves: watch, pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +203,12 @@ pub enum NodeCommand {
         /// At most this many entries.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Ask the running node to check for an update at its next check-in
+    /// (what it may install is still the rollout's decision).
+    UpdateNow {
+        /// Node id, full host name, or a unique short host name.
+        node: NodeRef,
     },
     /// Ask the running node to reboot (cleared once it has).
     Reboot {
@@ -338,4 +349,48 @@ pub enum RepoCommand {
     },
     /// Show what is published.
     Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Start rolling out the published release VERSION in waves. Nodes fall
+    /// into waves by a stable hash of their id (the same nodes always go
+    /// first); each wave opens --interval after the one before (paused time
+    /// does not count), and its nodes are told to check at their next
+    /// check-in. A node never installs a release no rollout allows. A new
+    /// rollout replaces the one before.
+    Start {
+        /// The published release: its `base` version (e.g. 2026.11.3) or its
+        /// full id (2026.11.3-0a1b2c3d, as `rollout status` shows).
+        version: String,
+        /// Cumulative shares of the nodes per wave, the last 100%.
+        #[arg(long, default_value = "1%,10%,50%,100%", conflicts_with = "now")]
+        waves: WavePlan,
+        /// Time between two waves (`90s`, `10m`, `2h`).
+        #[arg(long, default_value = "10m", conflicts_with = "now")]
+        interval: Period,
+        /// Every node at once: one wave.
+        #[arg(long)]
+        now: bool,
+        /// Halt when the nodes failing in one wave pass this: a share of the
+        /// wave (`5%`) or a count (`3`).
+        #[arg(long, default_value = "5%")]
+        max_failures: FailureLimit,
+    },
+    /// Per wave: nodes that took the release, are healthy on it, failed,
+    /// were reverted, or have not reported.
+    Status,
+    /// Stop new nodes from taking the release (the wave clock stops).
+    Pause,
+    /// Go on after a pause or an automatic halt.
+    Resume,
+    /// Give the rollout up: nodes that took the release go back to their
+    /// previous deployment.
+    Abort,
+    /// Past rollouts, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }

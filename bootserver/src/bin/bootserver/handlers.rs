@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use bootserver::admin::{
-    files, Admin, ConfigUrls, InitOptions, LeaseEnd, NewNode, NodeConfigFormat, SiteCertificate,
-    SliceSpec,
+    files, Admin, ConfigUrls, InitOptions, LeaseEnd, NewNode, NodeConfigFormat, RolloutSpec,
+    SiteCertificate, SliceSpec,
 };
 use bootserver::model::{Node, NodeNetwork};
+use bootserver::rollout::WavePlan;
 use config::api::WireNetwork;
 use config::node::NodeConfig;
 use config::units::Rate;
@@ -16,7 +17,7 @@ use config::Timestamp;
 
 use crate::cli::{
     Cli, Command, ConfigOutput, InitArgs, Lease, NetworkMethod, NodeAddArgs, NodeCommand,
-    RepoCommand, SiteCommand, SliceCommand,
+    RepoCommand, RolloutCommand, SiteCommand, SliceCommand,
 };
 use crate::print;
 
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Node(cmd) => node(&Admin::open(&cli.dir)?, cmd, cli.json),
         Command::Slice(cmd) => slice(&Admin::open(&cli.dir)?, cmd, cli.json),
         Command::Repo(cmd) => repo(&Admin::open(&cli.dir)?, cmd, cli.json),
+        Command::Rollout(cmd) => rollout(&Admin::open(&cli.dir)?, cmd, cli.json),
     }
 }
 
@@ -239,6 +241,13 @@ fn node(admin: &Admin, cmd: NodeCommand, json: bool) -> Result<()> {
             let (n, events) = admin.node_log(&node, limit)?;
             print::node_log(&n, &events, json)?;
         }
+        NodeCommand::UpdateNow { node } => {
+            let n = admin.update_now(&node)?;
+            println!(
+                "node {} ({}): told to check for an update at its next check-in",
+                n.id, n.fqdn
+            );
+        }
         NodeCommand::Reboot { node } => {
             let n = admin.request_reboot(&node)?;
             println!(
@@ -395,5 +404,49 @@ fn repo(admin: &Admin, cmd: RepoCommand, json: bool) -> Result<()> {
             print::publishes(&history);
         }
     }
+    Ok(())
+}
+
+fn rollout(admin: &Admin, cmd: RolloutCommand, json: bool) -> Result<()> {
+    let changed = match cmd {
+        RolloutCommand::Start {
+            version,
+            waves,
+            interval,
+            now,
+            max_failures,
+        } => {
+            let spec = RolloutSpec {
+                release: version,
+                waves: if now { WavePlan::one_wave() } else { waves },
+                interval,
+                max_failures,
+            };
+            admin.start_rollout(&spec)?
+        }
+        RolloutCommand::Status => {
+            let status = admin.rollout_status()?;
+            if json {
+                return print::json(&status);
+            }
+            print::rollout_status(&status);
+            return Ok(());
+        }
+        RolloutCommand::List { limit } => {
+            let list = admin.rollouts(limit)?;
+            if json {
+                return print::json(&list);
+            }
+            print::rollouts(&list);
+            return Ok(());
+        }
+        RolloutCommand::Pause => admin.pause_rollout()?,
+        RolloutCommand::Resume => admin.resume_rollout()?,
+        RolloutCommand::Abort => admin.abort_rollout()?,
+    };
+    if json {
+        return print::json(&changed);
+    }
+    print::rollout_changed(&changed);
     Ok(())
 }

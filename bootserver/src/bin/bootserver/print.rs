@@ -8,6 +8,7 @@ use bootserver::admin::{Admin, NodeDetails};
 use bootserver::model::{
     AuthFailureCount, Node, NodeEvent, RepoPublish, Site, Slice, UnregisteredNode,
 };
+use bootserver::rollout::{Rollout, RolloutStatus};
 use comfy_table::{presets, Table};
 use config::node::ServerUrl;
 use config::Timestamp;
@@ -374,6 +375,102 @@ pub fn publishes(history: &[RepoPublish]) {
             p.timestamp_version.to_string(),
             p.packages.to_string(),
             p.bytes.to_string(),
+        ]);
+    }
+    println!("{t}");
+}
+
+fn rollout_line(r: &Rollout) -> String {
+    let waves = if r.waves.len() == 1 {
+        "one wave".to_string()
+    } else {
+        format!("waves {} every {} s", r.waves, r.interval_secs)
+    };
+    format!(
+        "rollout {} of {} ({waves}, halts past {} failures in a wave): {}",
+        r.id, r.deployment, r.max_failures, r.state
+    )
+}
+
+/// A rollout just started or changed.
+pub fn rollout_changed(r: &Rollout) {
+    println!("{}", rollout_line(r));
+    if let Some(note) = &r.note {
+        println!("  {note}");
+    }
+}
+
+/// `rollout status`: the rollout, then one row per wave.
+pub fn rollout_status(s: &RolloutStatus) {
+    let r = &s.rollout;
+    println!("{}", rollout_line(r));
+    println!(
+        "  started {}; {} of {} wave(s) open{}",
+        when(Some(r.started_at), s.now),
+        s.open_waves,
+        r.waves.len(),
+        if s.complete { " (complete)" } else { "" }
+    );
+    if let Some(note) = &r.note {
+        println!("  {note}");
+    }
+    let mut t = table(&[
+        "wave",
+        "share",
+        "open",
+        "nodes",
+        "took",
+        "healthy",
+        "failed",
+        "reverted",
+        "not reported",
+    ]);
+    for w in &s.waves {
+        let open = match (w.open, w.opens_at) {
+            (true, _) => "yes".to_string(),
+            (false, Some(at)) => format!("at {at}"),
+            (false, None) => "no".to_string(),
+        };
+        let c = &w.counts;
+        t.add_row(vec![
+            w.wave.to_string(),
+            w.share.clone(),
+            open,
+            c.nodes.to_string(),
+            c.took.to_string(),
+            c.healthy.to_string(),
+            c.failed.to_string(),
+            c.reverted.to_string(),
+            c.not_reported.to_string(),
+        ]);
+    }
+    let c = &s.total;
+    t.add_row(vec![
+        "all".to_string(),
+        String::new(),
+        String::new(),
+        c.nodes.to_string(),
+        c.took.to_string(),
+        c.healthy.to_string(),
+        c.failed.to_string(),
+        c.reverted.to_string(),
+        c.not_reported.to_string(),
+    ]);
+    println!("{t}");
+}
+
+/// `rollout list`.
+pub fn rollouts(list: &[Rollout]) {
+    let mut t = table(&["id", "release", "waves", "state", "started", "note"]);
+    let now = Timestamp::now();
+    for r in list {
+        t.add_row(vec![
+            r.id.to_string(),
+            r.deployment.to_string(),
+            r.waves.to_string(),
+            r.state.to_string(),
+            when(Some(r.started_at), now),
+            r.note.clone().unwrap_or_default(),
         ]);
     }
     println!("{t}");

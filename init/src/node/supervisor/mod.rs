@@ -6,6 +6,7 @@
 //! health summary, proves a new deployment healthy (or sends it back to the
 //! CD for rollback), and shuts down in order on request.
 
+pub mod hints;
 pub mod logs;
 pub mod services;
 pub mod spec;
@@ -16,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use config::api::{
-    paths, BootState, CheckinRequest, CheckinResponse, HealthSummary, RunLevel, UpdateEvent,
-    UpdateReport,
+    paths, BootState, CheckinRequest, HealthSummary, RunLevel, UpdateEvent, UpdateReport,
 };
 use config::node::{Addressing, NodeConfig};
 use config::Timestamp;
@@ -201,6 +201,7 @@ fn report_update(node: &mut Node, event: UpdateEvent, handover: &Handover, reaso
         reason,
         at: Timestamp::now(),
     };
+    crate::node::events::update(&r);
     if let Err(e) = node.server.post::<_, config::api::Empty>(paths::UPDATE, &r) {
         tracing::warn!("could not report {event:?}: {e}");
     }
@@ -445,11 +446,21 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                     uptime_secs: started.elapsed().as_secs(),
                     node_time: Timestamp::now(),
                 };
-                match n
-                    .server
-                    .post::<_, CheckinResponse>(paths::CHECKIN, &request)
-                {
+                match hints::checkin(&mut n.server, &request) {
                     Ok(resp) => {
+                        for (service, hint) in hints::to_wake(&spec.services, &resp.hints) {
+                            match services.signal(service, Signal::SIGUSR1) {
+                                Ok(true) => console::line(&format!(
+                                    "supervisor: the boot server hints {hint}: waking {service}"
+                                )),
+                                Ok(false) => console::line(&format!(
+                                    "supervisor: the boot server hints {hint}, but {service} is not running"
+                                )),
+                                Err(e) => console::line(&format!(
+                                    "supervisor: waking {service} for {hint}: {e}"
+                                )),
+                            }
+                        }
                         let told = Duration::from_secs(resp.checkin_interval_secs.max(5));
                         if told != interval {
                             interval = told;
@@ -472,6 +483,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                             Ok(false) => {}
                             Err(e) => console::line(&format!("staff ssh keys: {e:#}")),
                         }
+                        crate::node::events::checkin(&resp.boot_state);
                         console::step(
                             "supervisor/checkin",
                             StepStatus::Ok,
@@ -490,7 +502,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Ending> {
                             break Ending::Reboot;
                         }
                     }
-                    Err(e) => console::line(&format!("supervisor: check-in failed: {e}")),
+                    Err(e) => {
+                        crate::node::events::checkin_failed(&e);
+                        console::line(&format!("supervisor: check-in failed: {e}"))
+                    }
                 }
             }
         }

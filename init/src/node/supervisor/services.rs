@@ -120,6 +120,19 @@ impl Services {
         lock(&self.shared.statuses).values().cloned().collect()
     }
 
+    /// Sends `sig` to the running process of service `name` (not its
+    /// children); `false` when it has none right now.
+    pub fn signal(&self, name: &str, sig: Signal) -> nix::Result<bool> {
+        let pid = lock(&self.shared.statuses).get(name).and_then(|s| s.pid);
+        match pid {
+            Some(pid) => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Every required service is up.
     pub fn healthy(&self) -> bool {
         self.statuses()

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use config::api::Hint;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -39,6 +40,12 @@ pub struct ServiceSpec {
     /// Counts towards the node's health (a one-shot job may not).
     #[serde(default = "yes")]
     pub required: bool,
+    /// Hints of the boot server's check-in reply that this service acts
+    /// on (`["check_updates"]`): when one is set, the supervisor sends the
+    /// service SIGUSR1. Only for programs that handle SIGUSR1 (its default
+    /// action ends a process).
+    #[serde(default)]
+    pub wake_on: Vec<Hint>,
 }
 
 fn default_ready() -> u64 {
@@ -186,6 +193,23 @@ mod tests {
         assert_eq!(spec.services.len(), 2);
         assert_eq!(spec.services[0].restart, Restart::Always);
         assert_eq!(spec.services[1].restart, Restart::Never);
+    }
+
+    #[test]
+    fn wake_on_names_hints_and_refuses_unknown_ones() {
+        let spec = SupervisorSpec::parse(
+            "[[service]]\nname = \"updater\"\ncommand = [\"x\"]\nwake_on = [\"check_updates\"]\n",
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        assert_eq!(spec.services[0].wake_on, [Hint::CheckUpdates]);
+        let e = SupervisorSpec::parse(
+            "[[service]]\nname = \"updater\"\ncommand = [\"x\"]\nwake_on = [\"reboot_now\"]\n",
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("s.toml:") && e.contains("reboot_now"), "{e}");
     }
 
     #[test]

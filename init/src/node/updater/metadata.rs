@@ -63,6 +63,9 @@ impl Traffic {
     pub(crate) fn received(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
+    pub(crate) fn not_modified_hit(&self) {
+        self.not_modified.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Package downloads into the cache count as this check's traffic.

@@ -3,6 +3,15 @@
 //! Run by the supervisor as the service `updater` (`init update --daemon
 //! --reboot`). Each check:
 //!
+//! 0. asks the boot server which release it may install now
+//!    (`GET /api/v1/node/release`, conditional and signed: an unchanged
+//!    answer is a `304`). The staff's rollout decides: whatever is
+//!    published, exactly one release, or nothing new (the node's wave has
+//!    not opened, the rollout is paused or halted); an aborted rollout
+//!    sends a node running its release back to the previous deployment
+//!    ([`Updater::revert`]). A node never installs a release the rollout
+//!    does not allow, and while it holds (or already runs or has staged
+//!    the allowed release) it does not touch the repository at all;
 //! 1. verifies the repository's signed metadata against the trusted state
 //!    in `/plnode/trust` (pkgsign's verifier: never a lower version, never
 //!    expired metadata, never fewer signatures than the threshold); the
@@ -21,37 +30,50 @@
 //!    (`UpdateEvent::Staged`), and with `--reboot` asks PID 1 for an
 //!    orderly reboot, after which the CD verifies and activates it.
 //!
+//! The repository is read from the mirrors the node config and the
+//! directive name, then from the boot servers ([`sources`]); a source
+//! that cannot be reached, refuses, or serves a swapped or stale file is
+//! skipped for the next.
+//!
 //! Refusals are reported to the server once per distinct problem; a
-//! deployment on the denylist is never staged again (reported once). While
-//! the server cannot be reached the node keeps running what it has and
-//! retries with growing, jittered intervals ([`schedule`]).
+//! deployment on the denylist is never staged again (reported once); each
+//! change of the rollout's decision is reported once. While the server
+//! cannot be reached the node keeps running what it has and retries with
+//! growing, jittered intervals, spread by the node's id ([`schedule`]);
+//! a `check_updates` hint (SIGUSR1 from the supervisor) cuts a wait short.
 
 pub mod metadata;
 pub mod schedule;
+pub mod sources;
 pub mod space;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
-use config::api::{paths, Empty, UpdateEvent, UpdateReport};
-use config::node::{NodeConfig, ServerUrl};
+use config::api::{
+    paths, Empty, ReleaseAllow, ReleaseDirective, RolloutState, UpdateEvent, UpdateReport,
+};
+use config::node::{Mirror, NodeConfig, NodeId, ServerUrl};
 use config::Timestamp;
-use pkgsign::fetch::{DownloadPolicy, FetchError, HttpFetcher};
-use pkgsign::verify::VerifyError;
+use pkgsign::cache::Fetched;
+use pkgsign::fetch::{DownloadPolicy, FetchError};
+use pkgsign::verify::{Update, VerifyError};
 use pkgsign::{VerifiedPackage, Verifier};
 use serde::{Deserialize, Serialize};
 
-use crate::boot_server::ServerClient;
+use crate::boot_server::{CachedReply, Conditional, ServerClient, ServerError};
 use crate::console::{self, StepStatus};
 use crate::deploy::{self, BuildError, DeploymentId, Disk, Plan};
 use crate::handover_note::{Handover, HANDOVER_FILE};
 use floor::durable::write_atomic;
 use metadata::{MetadataSource, Traffic};
 use pkgsign::cache::{CacheError, PackageCache};
-pub use schedule::{Schedule, Wait};
+pub use schedule::{node_phase, Schedule, Wait};
+use sources::{Source, Sources};
 use space::{human, SpaceNeeds};
 
 /// Where the updater finds the node and how it behaves.
@@ -104,14 +126,42 @@ pub enum UpdateError {
         needs: SpaceNeeds,
         free: u64,
     },
+    /// The boot server's answer on what to install was refused (not
+    /// signed for this request, or not the API's JSON): nothing is done.
+    #[error("the boot server's release directive was refused")]
+    Directive(#[source] Cause),
+    /// The running release's rollout was aborted, but the deployment to go
+    /// back to is gone.
+    #[error("the rollout of {deployment}, which this node runs, was aborted, but no previous deployment is on disk to go back to")]
+    CannotRevert { deployment: DeploymentId },
     /// The node's own files: a missing config, a damaged record, a write error.
     #[error(transparent)]
     Local(anyhow::Error),
 }
 
+/// A repository source whose metadata is older than what the boot server
+/// publishes (a lagging or replaying mirror).
+#[derive(Debug, thiserror::Error)]
+#[error("serves timestamp version {found}, older than the {published} the boot server publishes")]
+pub struct StaleSource {
+    pub found: u64,
+    pub published: u64,
+}
+
 impl UpdateError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, UpdateError::Unreachable(_))
+    }
+
+    /// What went wrong with one source, without the verdict for the whole
+    /// check (a mirror that is down is not "the boot server").
+    fn cause_line(&self) -> String {
+        match self {
+            UpdateError::Unreachable(c)
+            | UpdateError::Metadata(c)
+            | UpdateError::PackageRefused(c) => floor::report::error_line(c.as_ref()),
+            other => floor::report::error_line(other),
+        }
     }
 }
 
@@ -144,6 +194,23 @@ pub enum Outcome {
         current: DeploymentId,
         target: DeploymentId,
     },
+    /// The rollout says: nothing new now (the node's wave has not opened,
+    /// or the rollout is paused, halted or aborted).
+    Held { reason: String },
+    /// The signed repository names a release other than the one the
+    /// rollout allows: nothing is installed.
+    Waiting {
+        allowed: DeploymentId,
+        published: DeploymentId,
+    },
+    /// The rollout of `from` was aborted: the previous deployment `to` is
+    /// staged for the CD to activate, or (`to` none) the staged `from` was
+    /// dropped. `newly`: this check did it.
+    Reverted {
+        from: DeploymentId,
+        to: Option<DeploymentId>,
+        newly: bool,
+    },
 }
 
 impl std::fmt::Display for Outcome {
@@ -174,6 +241,18 @@ impl std::fmt::Display for Outcome {
                 f,
                 "{target} is available, but the running {current} is still on trial: waiting until it is marked good"
             ),
+            Outcome::Held { reason } => write!(f, "held: {reason}"),
+            Outcome::Waiting { allowed, published } => write!(
+                f,
+                "the repository names {published}, but the rollout allows {allowed}: waiting"
+            ),
+            Outcome::Reverted { from, to: Some(to), .. } => write!(
+                f,
+                "the rollout of {from} was aborted: {to}, the previous deployment, is staged to go back to"
+            ),
+            Outcome::Reverted { from, to: None, .. } => {
+                write!(f, "the rollout of {from} was aborted: dropped it from staging")
+            }
         }
     }
 }
@@ -202,6 +281,25 @@ struct Reported {
     /// The last failure reported; cleared by a successful check.
     #[serde(default)]
     last_failure: Option<String>,
+    /// Why the node holds, as last reported; cleared when it stops holding.
+    #[serde(default)]
+    held: Option<String>,
+    /// Reports the server could not be told yet, oldest first.
+    #[serde(default)]
+    outbox: Vec<UpdateReport>,
+}
+
+/// Reports kept for a server that cannot be reached (the oldest matter most).
+const MAX_OUTBOX: usize = 32;
+
+/// Saving updater.json failed: the report is lost, the check goes on.
+fn queued_ok(saved: Result<(), UpdateError>) {
+    if let Err(e) = saved {
+        console::line(&format!(
+            "updater: keeping a report for later: {}",
+            floor::report::error_line(&e)
+        ));
+    }
 }
 
 const REPORTED_FILE: &str = "updater.json";
@@ -218,6 +316,14 @@ pub struct Updater {
     /// Index into `urls` of the server the repository is fetched from;
     /// moves on when it cannot be reached.
     url_index: usize,
+    node_id: NodeId,
+    /// The node config's mirrors (the directive may add more).
+    mirrors: Vec<Mirror>,
+    sources: Sources,
+    /// The last release directive, asked for again conditionally.
+    release: Option<CachedReply>,
+    /// The release this check is about (os version, id), for reports.
+    target: Option<(String, DeploymentId)>,
     traffic: Arc<Traffic>,
     /// Whether the current check got as far as staging (for its marker).
     staging: bool,
@@ -288,6 +394,7 @@ impl Updater {
             floor,
             Some((config.node_id, config.key.clone())),
         )?;
+        let sources = Sources::new(ca, config.proxy.clone(), floor, options.download.clone());
         Ok(Updater {
             cache: PackageCache::new(options.partition.join(CACHE_DIR)),
             options,
@@ -295,6 +402,11 @@ impl Updater {
             server,
             urls,
             url_index: 0,
+            node_id: config.node_id,
+            mirrors: config.mirrors.clone(),
+            sources,
+            release: None,
+            target: None,
             traffic: Arc::new(Traffic::default()),
             staging: false,
         })
@@ -304,16 +416,57 @@ impl Updater {
         &self.disk
     }
 
-    fn repository(&self) -> Result<HttpFetcher, UpdateError> {
-        let url = &self.urls[self.url_index % self.urls.len()];
-        let base = crate::boot_server::repo_base(url);
-        HttpFetcher::new(
-            &base,
-            self.server.http().clone(),
-            self.options.download.clone(),
-        )
-        .with_context(|| format!("repository URL {base}"))
-        .map_err(local)
+    /// The node this updater updates.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The updater's authenticated client of the boot server, for a caller
+    /// that speaks for the same node on the same connection (a simulator
+    /// playing the supervisor's check-ins).
+    pub fn server(&mut self) -> &mut ServerClient {
+        &mut self.server
+    }
+
+    /// Asks the boot server which release the node may install now;
+    /// `None` from a server that does not know rollouts (whatever is
+    /// published, as before).
+    fn directive(&mut self) -> Result<Option<ReleaseDirective>, UpdateError> {
+        self.traffic.request();
+        let answer = self
+            .server
+            .get_if_changed(paths::RELEASE, self.release.as_ref());
+        let body = match answer {
+            Ok(Conditional::Unchanged) => {
+                self.traffic.not_modified_hit();
+                match &self.release {
+                    Some(cached) => cached.body.clone(),
+                    None => {
+                        return Err(UpdateError::Directive(
+                            "304 Not Modified to a request that named no entity tag".into(),
+                        ))
+                    }
+                }
+            }
+            Ok(Conditional::Changed(reply)) => {
+                self.traffic.received(reply.body.len());
+                let body = reply.body.clone();
+                self.release = Some(reply);
+                body
+            }
+            Err(ServerError::Refused { status: 404, .. }) => {
+                self.release = None;
+                return Ok(None);
+            }
+            Err(e @ (ServerError::Unreachable(_) | ServerError::Stale { .. })) => {
+                return Err(UpdateError::Unreachable(e.into()))
+            }
+            Err(e) => return Err(UpdateError::Directive(e.into())),
+        };
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            self.release = None;
+            UpdateError::Directive(e.into())
+        })
     }
 
     /// Checks once for an update and stages it (see the module docs).
@@ -321,6 +474,7 @@ impl Updater {
         let started = Instant::now();
         self.traffic.reset();
         self.staging = false;
+        self.target = None;
         let result = self.check_and_stage();
         if result.as_ref().is_err_and(UpdateError::is_unreachable) {
             self.url_index = self.url_index.wrapping_add(1);
@@ -334,13 +488,114 @@ impl Updater {
         };
         self.log_and_report(&report);
         if self.options.reboot {
-            if let Ok(Outcome::Staged { deployment, .. } | Outcome::AlreadyStaged { deployment }) =
-                &report.result
+            if let Ok(
+                Outcome::Staged { deployment, .. }
+                | Outcome::AlreadyStaged { deployment }
+                | Outcome::Reverted {
+                    to: Some(deployment),
+                    ..
+                },
+            ) = &report.result
             {
                 request_reboot(deployment);
             }
         }
         report
+    }
+
+    /// After the rollout of `bad` was aborted: drops it from staging, or,
+    /// when the node runs it, stages the previous deployment (still on
+    /// disk) for the CD to activate. `None` when the node has nothing of it.
+    fn revert(
+        &mut self,
+        bad: &DeploymentId,
+        current: &DeploymentId,
+    ) -> Result<Option<Outcome>, UpdateError> {
+        let staged = self.disk.link("staged").map_err(local)?;
+        if current != bad {
+            if staged.as_ref() == Some(bad) {
+                self.target = Some((bad.os_version().to_string(), bad.clone()));
+                self.disk.clear_link("staged").map_err(local)?;
+                return Ok(Some(Outcome::Reverted {
+                    from: bad.clone(),
+                    to: None,
+                    newly: true,
+                }));
+            }
+            return Ok(None);
+        }
+        self.target = Some((bad.os_version().to_string(), bad.clone()));
+        let previous = self
+            .disk
+            .link("previous")
+            .map_err(local)?
+            .filter(|p| p != bad)
+            .ok_or_else(|| UpdateError::CannotRevert {
+                deployment: bad.clone(),
+            })?;
+        if staged.as_ref() == Some(&previous) {
+            return Ok(Some(Outcome::Reverted {
+                from: bad.clone(),
+                to: Some(previous),
+                newly: false,
+            }));
+        }
+        let record = self.disk.record(&previous).map_err(local)?;
+        deploy::check_deployment(&self.disk, &record, false)
+            .with_context(|| {
+                format!("the previous deployment {previous} does not match its manifests")
+            })
+            .map_err(local)?;
+        self.disk.set_link("staged", &previous).map_err(local)?;
+        Ok(Some(Outcome::Reverted {
+            from: bad.clone(),
+            to: Some(previous),
+            newly: true,
+        }))
+    }
+
+    /// Verified metadata from the first source that gives it: each is
+    /// checked in full; one that fails, or whose timestamp is older than
+    /// what the boot server publishes, is skipped for the next.
+    fn verified_metadata(
+        &self,
+        verifier: &Verifier,
+        list: &[Source],
+        published: Option<u64>,
+    ) -> Result<(Update, usize), UpdateError> {
+        let trust = self.disk.trust_dir();
+        let mut last = None;
+        for (i, src) in list.iter().enumerate() {
+            let source = MetadataSource::new(&src.http, &trust, self.traffic.clone());
+            let result = verifier
+                .check(&source, SystemTime::now())
+                .map_err(classify)
+                .and_then(|update| match published {
+                    Some(v) if update.repo().timestamp_version < v => {
+                        Err(UpdateError::Metadata(Box::new(StaleSource {
+                            found: update.repo().timestamp_version,
+                            published: v,
+                        })))
+                    }
+                    _ => Ok(update),
+                });
+            match result {
+                Ok(update) => return Ok((update, i)),
+                Err(e @ UpdateError::Local(_)) => return Err(e),
+                Err(e) => {
+                    if let Some(next) = list.get(i + 1) {
+                        console::line(&format!(
+                            "updater: {}: {}; trying {}",
+                            src.label,
+                            e.cause_line(),
+                            next.label
+                        ));
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| local(anyhow!("no repository source to check"))))
     }
 
     fn check_and_stage(&mut self) -> Result<Outcome, UpdateError> {
@@ -350,17 +605,79 @@ impl Updater {
                 self.disk.root.display()
             ))
         })?;
+        let directive = self.directive()?;
+        self.flush_outbox();
+        if let Some(bad) = directive.as_ref().and_then(|d| d.revert.clone()) {
+            if let Some(outcome) = self.revert(&bad, &current)? {
+                return Ok(outcome);
+            }
+        }
+        let allow = directive
+            .as_ref()
+            .map_or(ReleaseAllow::Latest, |d| d.allow.clone());
+        // A staged deployment the rollout does not allow (staged before the
+        // rollout, or for another release) is not left for the CD.
+        let rollout_release = match &allow {
+            ReleaseAllow::Release { deployment } => Some(deployment.clone()),
+            ReleaseAllow::Hold => directive
+                .as_ref()
+                .and_then(|d| d.rollout.as_ref())
+                .map(|r| r.deployment.clone()),
+            ReleaseAllow::Latest => None,
+        };
+        if let Some(allowed) = &rollout_release {
+            if let Some(staged) = self.disk.link("staged").map_err(local)? {
+                if staged != *allowed {
+                    console::line(&format!(
+                        "updater: {staged} is staged, but the rollout allows {allowed}: dropping it"
+                    ));
+                    self.disk.clear_link("staged").map_err(local)?;
+                }
+            }
+        }
+        match &allow {
+            ReleaseAllow::Hold => {
+                if let Some(id) = &rollout_release {
+                    self.target = Some((id.os_version().to_string(), id.clone()));
+                }
+                return Ok(Outcome::Held {
+                    reason: hold_reason(directive.as_ref()),
+                });
+            }
+            ReleaseAllow::Release { deployment } => {
+                self.target = Some((deployment.os_version().to_string(), deployment.clone()));
+                if *deployment == current {
+                    self.tidy_up()?;
+                    return Ok(Outcome::UpToDate {
+                        deployment: current,
+                    });
+                }
+                if self.disk.link("staged").map_err(local)?.as_ref() == Some(deployment) {
+                    return Ok(Outcome::AlreadyStaged {
+                        deployment: deployment.clone(),
+                    });
+                }
+            }
+            ReleaseAllow::Latest => {}
+        }
+
         let trust = self.disk.trust_dir();
         let root_path = trust.join("root.json");
         let root = std::fs::read(&root_path)
             .with_context(|| format!("reading the trusted root {}", root_path.display()))
             .map_err(local)?;
         let mut verifier = Verifier::open(&trust, &root).map_err(|e| local(e.into()))?;
-        let http = self.repository()?;
-        let source = MetadataSource::new(&http, &trust, self.traffic.clone());
-        let update = verifier
-            .check(&source, SystemTime::now())
-            .map_err(classify)?;
+        let no_mirrors: &[Mirror] = &[];
+        let mirrors = sources::merged(
+            &self.mirrors,
+            directive.as_ref().map_or(no_mirrors, |d| &d.mirrors),
+        );
+        let list = self
+            .sources
+            .list(&mirrors, &self.urls, self.url_index, self.server.http())
+            .map_err(|e| local(e.into()))?;
+        let published = directive.as_ref().and_then(|d| d.timestamp_version);
+        let (update, from) = self.verified_metadata(&verifier, &list, published)?;
         let repo = update.repo().clone();
         let unchanged = verifier.trusted_repo().as_ref() == Some(&repo);
         let packages = deploy::node_packages(&repo).map_err(|e| UpdateError::Metadata(e.into()))?;
@@ -375,14 +692,20 @@ impl Updater {
                 .context("persisting the verified metadata")
                 .map_err(local)
         };
+        if let ReleaseAllow::Release { deployment } = &allow {
+            if *deployment != target {
+                persist()?;
+                return Ok(Outcome::Waiting {
+                    allowed: deployment.clone(),
+                    published: target,
+                });
+            }
+        }
+        self.target = Some((os_version_of(&packages), target.clone()));
 
         if target == current {
             persist()?;
-            // Deployments older than `previous` (left by the last activation) go.
-            for removed in self.disk.prune().map_err(local)? {
-                console::line(&format!("updater: removed the old deployment {removed}"));
-            }
-            self.cache.retain(&[]);
+            self.tidy_up()?;
             return Ok(Outcome::UpToDate {
                 deployment: current,
             });
@@ -406,25 +729,34 @@ impl Updater {
                 return Ok(Outcome::OnTrial { current, target });
             }
         }
-        let outcome = self.stage(&http, &repo, &packages, &target, &current)?;
+        let outcome = self.stage(&list, from, &repo, &packages, &target, &current)?;
         persist()?;
         Ok(outcome)
     }
 
-    /// Builds `target` beside `current` and points `staged` at it.
+    /// Deployments older than `previous` (left by the last activation) and
+    /// stale downloads go.
+    fn tidy_up(&mut self) -> Result<(), UpdateError> {
+        for removed in self.disk.prune().map_err(local)? {
+            console::line(&format!("updater: removed the old deployment {removed}"));
+        }
+        self.cache.retain(&[]);
+        Ok(())
+    }
+
+    /// Builds `target` beside `current` and points `staged` at it, taking
+    /// packages from `list` (starting with `first`, the source the metadata
+    /// came from).
     fn stage(
         &mut self,
-        http: &HttpFetcher,
+        list: &[Source],
+        first: usize,
         repo: &pkgsign::VerifiedRepo,
         packages: &[VerifiedPackage],
         target: &DeploymentId,
         current: &DeploymentId,
     ) -> Result<Outcome, UpdateError> {
-        let os_version = packages
-            .iter()
-            .find(|p| p.name() == "base")
-            .map(|p| p.info().version.clone())
-            .unwrap_or_default();
+        let os_version = os_version_of(packages);
         self.staging = true;
         console::step(
             "update/stage",
@@ -467,7 +799,7 @@ impl Updater {
             console::line(&format!("updater: removed the stale download {name}"));
         }
         for p in &plan.install {
-            let fetched = self.cache.ensure(http, p, self.traffic.as_ref())?;
+            let fetched = fetch_package(&self.cache, self.traffic.as_ref(), list, first, p)?;
             console::line(&format!(
                 "updater: package {} {}: {} downloaded and verified{}",
                 p.name(),
@@ -507,7 +839,7 @@ impl Updater {
                     free,
                 });
             }
-            cache.ensure(http, p, traffic.as_ref())?;
+            fetch_package(cache, traffic.as_ref(), list, first, p)?;
             Ok(())
         };
         let built = build.run(&mut fetch_instead)?;
@@ -631,15 +963,55 @@ impl Updater {
             reason: Some(reason),
             at: Timestamp::now(),
         };
+        crate::node::events::update(&report);
         match self.server.post::<_, Empty>(paths::UPDATE, &report) {
             Ok(Empty {}) => true,
             Err(e) => {
+                // Kept and sent with the next check that reaches the server:
+                // a transition is told late rather than never.
+                let mut reported = self.reported();
+                let queued = reported.outbox.len() < MAX_OUTBOX;
+                if queued {
+                    reported.outbox.push(report);
+                    queued_ok(self.save_reported(&reported));
+                }
                 console::line(&format!(
-                    "updater: could not report {event:?} to the server: {e}"
+                    "updater: could not report {event:?} to the server: {e}{}",
+                    if queued {
+                        "; it is sent with the next check that reaches the server"
+                    } else {
+                        ""
+                    }
                 ));
-                false
+                queued
             }
         }
+    }
+
+    /// Sends the reports an earlier check could not deliver, oldest first;
+    /// keeps those that fail again.
+    fn flush_outbox(&mut self) {
+        let mut reported = self.reported();
+        if reported.outbox.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut reported.outbox);
+        let mut sent = 0;
+        for report in pending {
+            if reported.outbox.is_empty()
+                && self.server.post::<_, Empty>(paths::UPDATE, &report).is_ok()
+            {
+                sent += 1;
+            } else {
+                reported.outbox.push(report);
+            }
+        }
+        if sent > 0 {
+            console::line(&format!(
+                "updater: sent {sent} report(s) held back while the server could not be reached"
+            ));
+        }
+        queued_ok(self.save_reported(&reported));
     }
 
     /// One line per decision; reports to the server what it should know.
@@ -658,27 +1030,60 @@ impl Updater {
         match &report.result {
             Ok(outcome) => {
                 console::step(step, StepStatus::Ok, &format!("{outcome} [{cost}]"));
-                if let Outcome::Staged {
-                    deployment,
-                    os_version,
-                    downloaded,
-                    reused,
-                } = outcome
-                {
-                    self.send(
-                        UpdateEvent::Staged,
+                let mut held_now = None;
+                match outcome {
+                    Outcome::Staged {
+                        deployment,
                         os_version,
-                        deployment.as_str(),
-                        format!(
-                            "downloaded [{}] ({}), reused [{}]; activated by the CD at the next boot",
-                            downloaded.join(" "),
-                            human(report.bytes),
-                            reused.join(" ")
-                        ),
-                    );
+                        downloaded,
+                        reused,
+                    } => {
+                        self.send(
+                            UpdateEvent::Staged,
+                            os_version,
+                            deployment.as_str(),
+                            format!(
+                                "downloaded [{}] ({}), reused [{}]; activated by the CD at the next boot",
+                                downloaded.join(" "),
+                                human(report.bytes),
+                                reused.join(" ")
+                            ),
+                        );
+                    }
+                    Outcome::Reverted {
+                        from,
+                        to,
+                        newly: true,
+                    } => {
+                        let what = match to {
+                            Some(to) => format!("going back to the previous deployment {to}"),
+                            None => "dropped it from staging".to_string(),
+                        };
+                        self.send(
+                            UpdateEvent::Reverted,
+                            from.os_version(),
+                            from.as_str(),
+                            format!("the rollout of {from} was aborted: {what}"),
+                        );
+                    }
+                    Outcome::Held { reason } => held_now = Some(reason.clone()),
+                    Outcome::Waiting { .. } => held_now = Some(outcome.to_string()),
+                    _ => {}
                 }
                 let mut reported = self.reported();
-                if reported.last_failure.take().is_some() {
+                let mut changed = reported.last_failure.take().is_some();
+                if reported.held != held_now {
+                    let mut sent = true;
+                    if let Some(reason) = &held_now {
+                        let (os, deployment) = self.target_names();
+                        sent = self.send(UpdateEvent::Held, &os, &deployment, reason.clone());
+                    }
+                    if sent {
+                        reported.held = held_now;
+                        changed = true;
+                    }
+                }
+                if changed {
                     let _ = self.save_reported(&reported);
                 }
             }
@@ -699,9 +1104,9 @@ impl Updater {
                 if reported.last_failure.as_deref() != Some(text.as_str()) {
                     let (os, deployment) = match e {
                         UpdateError::NoSpace { deployment, .. } => {
-                            ("-".to_string(), deployment.to_string())
+                            (deployment.os_version().to_string(), deployment.to_string())
                         }
-                        _ => ("-".to_string(), "-".to_string()),
+                        _ => self.target_names(),
                     };
                     if self.send(UpdateEvent::Failed, &os, &deployment, text.clone()) {
                         reported.last_failure = Some(text);
@@ -712,11 +1117,21 @@ impl Updater {
         }
     }
 
+    /// The release this check was about, as (os version, id) for a report.
+    fn target_names(&self) -> (String, String) {
+        match &self.target {
+            Some((os, id)) => (os.clone(), id.to_string()),
+            None => ("-".to_string(), "-".to_string()),
+        }
+    }
+
     /// Checks forever (or until `observe` says stop), waiting per
-    /// `schedule` between checks.
+    /// `schedule` between checks; a message on `wake` (the boot server's
+    /// `check_updates` hint) ends a wait early.
     pub fn run(
         &mut self,
         schedule: &Schedule,
+        wake: &Receiver<()>,
         observe: &mut dyn FnMut(&CheckReport, &Wait) -> ControlFlow<()>,
     ) {
         for removed in self.disk.prune().unwrap_or_default() {
@@ -729,7 +1144,7 @@ impl Updater {
                 Err(e) if e.is_unreachable() => failures.saturating_add(1),
                 _ => 0,
             };
-            let wait = schedule.wait(failures);
+            let wait = schedule.wait(failures, node_phase(self.node_id));
             console::line(&format!(
                 "updater: next check in {} s{}",
                 wait.wait.as_secs(),
@@ -745,7 +1160,15 @@ impl Updater {
             if observe(&report, &wait).is_break() {
                 return;
             }
-            std::thread::sleep(wait.wait);
+            match wake.recv_timeout(wait.wait) {
+                Ok(()) => {
+                    while wake.try_recv().is_ok() {}
+                    console::line("updater: woken: the boot server asked for a check now");
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Nobody can wake us any more: plain waits from here on.
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait.wait),
+            }
         }
     }
 }
@@ -770,9 +1193,100 @@ pub fn request_reboot(deployment: &DeploymentId) {
     }
 }
 
+/// Why the node holds, from the directive's rollout note.
+fn hold_reason(directive: Option<&ReleaseDirective>) -> String {
+    let Some(r) = directive.and_then(|d| d.rollout.as_ref()) else {
+        return "the boot server holds updates".into();
+    };
+    let which = format!("rollout {} of {}", r.id, r.deployment);
+    match (r.state, r.opens_at) {
+        (RolloutState::Active, Some(at)) => {
+            format!("{which}: wave {} of {} opens at {at}", r.wave, r.waves)
+        }
+        (RolloutState::Active, None) => {
+            format!("{which}: wave {} of {} is not open", r.wave, r.waves)
+        }
+        (state, _) => format!(
+            "{which} is {state} (this node is in wave {} of {})",
+            r.wave, r.waves
+        ),
+    }
+}
+
+/// The `base` version of a package set.
+fn os_version_of(packages: &[VerifiedPackage]) -> String {
+    packages
+        .iter()
+        .find(|p| p.name() == "base")
+        .map(|p| p.info().version.clone())
+        .unwrap_or_default()
+}
+
+/// Makes sure `package` is complete in the cache, from the first source
+/// in `list` (starting at `first`) that has it as signed.
+fn fetch_package(
+    cache: &PackageCache,
+    traffic: &Traffic,
+    list: &[Source],
+    first: usize,
+    package: &VerifiedPackage,
+) -> Result<Fetched, UpdateError> {
+    let order = std::iter::once(first).chain((0..list.len()).filter(|i| *i != first));
+    let mut last = None;
+    for i in order {
+        let Some(src) = list.get(i) else { continue };
+        match cache.ensure(&src.http, package, traffic) {
+            Ok(fetched) => return Ok(fetched),
+            Err(e) => {
+                let e = UpdateError::from(e);
+                if matches!(e, UpdateError::Local(_)) {
+                    return Err(e);
+                }
+                console::line(&format!(
+                    "updater: package {} from {}: {}; trying the next source",
+                    package.name(),
+                    src.label,
+                    e.cause_line()
+                ));
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| local(anyhow!("no repository source for {}", package.name()))))
+}
+
+/// Blocks SIGUSR1 in this thread (and the threads it starts from now on)
+/// and turns each one into a message: the supervisor's way to pass on the
+/// boot server's `check_updates` hint. Call before starting other threads.
+pub fn wake_on_sigusr1() -> anyhow::Result<Receiver<()>> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    set.thread_block().context("blocking SIGUSR1")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("wake".into())
+        .spawn(move || loop {
+            match set.wait() {
+                Ok(_) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        })
+        .context("starting the wake-up thread")?;
+    Ok(rx)
+}
+
 /// Runs the updater: one check (the result is the check's), or with a
-/// `schedule`, checks forever.
+/// `schedule`, checks forever (woken early by SIGUSR1).
 pub fn run_service(options: Options, schedule: Option<Schedule>) -> anyhow::Result<()> {
+    let wake = match schedule {
+        Some(_) => Some(wake_on_sigusr1()?),
+        None => None,
+    };
     let mut updater = Updater::open(options)?;
     let Some(schedule) = schedule else {
         // The decision is on the console already; the exit status tells a script.
@@ -789,6 +1303,7 @@ pub fn run_service(options: Options, schedule: Option<Schedule>) -> anyhow::Resu
         schedule.retry_min.as_secs(),
         schedule.retry_max.as_secs()
     ));
-    updater.run(&schedule, &mut |_, _| ControlFlow::Continue(()));
+    let wake = wake.unwrap_or_else(|| std::sync::mpsc::channel().1);
+    updater.run(&schedule, &wake, &mut |_, _| ControlFlow::Continue(()));
     Ok(())
 }

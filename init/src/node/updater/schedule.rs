@@ -7,8 +7,16 @@
 //! `retry_max` and is drawn from its upper half ("equal jitter"), so a
 //! server that comes back after days is not hit by every node at once,
 //! and a node catches up at most `retry_max` after it returns.
+//!
+//! Each draw is the kernel's random fraction shifted by the node's own
+//! phase, a hash of its id ([`node_phase`]): uniform as before, and spread
+//! across the nodes even if the random source gave every node the same
+//! number (or none at all).
 
 use std::time::Duration;
+
+use config::node::NodeId;
+use sha2::{Digest, Sha256};
 
 /// The poll and retry intervals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +77,19 @@ impl Schedule {
         Wait { base, wait }
     }
 
-    /// The wait to use, jittered from the kernel's random source.
-    pub fn wait(&self, failures: u32) -> Wait {
-        self.wait_with(failures, unit_random())
+    /// The wait to use, jittered from the kernel's random source shifted
+    /// by the node's `phase`.
+    pub fn wait(&self, failures: u32, phase: f64) -> Wait {
+        self.wait_with(failures, (phase + unit_random()).fract())
     }
+}
+
+/// A node's own place in `[0, 1)`: a hash of its id.
+pub fn node_phase(node: NodeId) -> f64 {
+    let digest = Sha256::digest(format!("plnode updater phase {}", node.0));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -103,7 +120,7 @@ mod tests {
         assert_eq!(sched.wait_with(3, 0.0).wait, s(120));
         assert_eq!(sched.wait_with(3, 1.0).wait, s(240));
         for failures in 0..12 {
-            let w = sched.wait(failures);
+            let w = sched.wait(failures, 0.3);
             assert!(w.wait >= w.base / 2 && w.wait <= w.base * 3 / 2, "{w:?}");
         }
     }
@@ -112,7 +129,31 @@ mod tests {
     fn jitter_spreads_nodes_apart() {
         let sched = Schedule::default();
         let draws: std::collections::BTreeSet<Duration> =
-            (0..50).map(|_| sched.wait(0).wait).collect();
+            (0..50).map(|_| sched.wait(0, 0.0).wait).collect();
         assert!(draws.len() > 40, "{} distinct waits of 50", draws.len());
+    }
+
+    #[test]
+    fn a_thousand_nodes_coming_back_spread_out_even_without_randomness() {
+        // The server was down for days: every node waits `retry_max` with
+        // equal jitter. With the same random draw everywhere (a broken
+        // random source), the node phases alone spread them.
+        let sched = Schedule::default();
+        let mut per_second = std::collections::BTreeMap::<u64, u32>::new();
+        for id in 1..=1000u64 {
+            let phase = node_phase(NodeId(id));
+            let w = sched.wait_with(20, (phase + 0.5).fract());
+            *per_second.entry(w.wait.as_secs()).or_default() += 1;
+        }
+        let busiest = per_second.values().copied().max().unwrap_or(0);
+        assert!(
+            busiest <= 6,
+            "{busiest} nodes in the busiest second (1000 nodes over 1800 s)"
+        );
+        assert!(
+            per_second.len() > 500,
+            "{} distinct seconds",
+            per_second.len()
+        );
     }
 }
