@@ -58,7 +58,34 @@ pub enum ClientError {
     Https(#[source] pkgsign::net::NetError),
 }
 
+/// A signed reply kept to ask for it again conditionally: its entity tag
+/// and the body its signatures cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedReply {
+    /// The reply's entity tag.
+    pub etag: String,
+    /// The body its signature covered.
+    pub body: Vec<u8>,
+}
+
+/// The answer to a conditional request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// A new body (signature checked), with its entity tag.
+    Changed(CachedReply),
+    /// `304`: the cached body is still the answer (the signature, checked
+    /// over the cached body, proves the server said so for this request).
+    Unchanged,
+}
+
+/// What one exchange with one URL gave.
+enum Exchange {
+    Body(Vec<u8>, Option<String>),
+    NotModified,
+}
+
 /// A node's client for the boot server API.
+#[derive(Debug)]
 pub struct ServerClient {
     urls: Vec<ServerUrl>,
     client: reqwest::blocking::Client,
@@ -66,16 +93,6 @@ pub struct ServerClient {
     identity: Option<(NodeId, NodeKey)>,
     /// Index of the URL that answered last: tried first next time.
     preferred: usize,
-}
-
-impl std::fmt::Debug for ServerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerClient")
-            .field("urls", &self.urls)
-            .field("node", &self.identity.as_ref().map(|(id, _)| *id))
-            .field("preferred", &self.preferred)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Largest reply the node accepts.
@@ -143,18 +160,56 @@ impl ServerClient {
         self.request("GET", path, Vec::new())
     }
 
+    /// GETs `path` conditionally: with `cached`, `If-None-Match` its entity
+    /// tag, and a signed `304` means it is still the answer.
+    pub fn get_if_changed(
+        &mut self,
+        path: &str,
+        cached: Option<&CachedReply>,
+    ) -> Result<Conditional, ServerError> {
+        match self.exchange("GET", path, &[], cached)? {
+            Exchange::NotModified => Ok(Conditional::Unchanged),
+            Exchange::Body(body, etag) => Ok(Conditional::Changed(CachedReply {
+                etag: etag.unwrap_or_default(),
+                body,
+            })),
+        }
+    }
+
     fn request<Resp: DeserializeOwned>(
         &mut self,
         method: &str,
         path: &str,
         body: Vec<u8>,
     ) -> Result<Resp, ServerError> {
+        match self.exchange(method, path, &body, None)? {
+            Exchange::Body(bytes, _) => {
+                let url = self.current_url().join(path);
+                serde_json::from_slice(&bytes).map_err(|e| ServerError::BadReply {
+                    url,
+                    reason: format!("not the expected JSON: {e}"),
+                })
+            }
+            Exchange::NotModified => Err(ServerError::BadReply {
+                url: self.current_url().join(path),
+                reason: "304 Not Modified to an unconditional request".into(),
+            }),
+        }
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        cached: Option<&CachedReply>,
+    ) -> Result<Exchange, ServerError> {
         let mut failures = Vec::new();
         let n = self.urls.len();
         for k in 0..n {
             let i = (self.preferred + k) % n;
             let url = self.urls[i].join(path);
-            match self.once(method, path, &url, &body) {
+            match self.once(method, path, &url, body, cached) {
                 Ok(reply) => {
                     self.preferred = i;
                     return Ok(reply);
@@ -172,13 +227,14 @@ impl ServerClient {
         Err(ServerError::Unreachable(failures))
     }
 
-    fn once<Resp: DeserializeOwned>(
+    fn once(
         &self,
         method: &str,
         path: &str,
         url: &str,
         body: &[u8],
-    ) -> Result<Resp, Attempt> {
+        cached: Option<&CachedReply>,
+    ) -> Result<Exchange, Attempt> {
         let mut req = match method {
             "GET" => self.client.get(url),
             _ => self
@@ -195,18 +251,30 @@ impl ServerClient {
             req = req.header("authorization", header.to_header_value());
             nonce = Some(n);
         }
+        if let Some(c) = cached.filter(|c| !c.etag.is_empty()) {
+            req = req.header("if-none-match", c.etag.as_str());
+        }
         let resp = req
             .send()
             .map_err(|e| Attempt::TryNext(pkgsign::net::explain(&e).to_string()))?;
         let status = resp.status().as_u16();
-        let sig = resp
-            .headers()
-            .get(RESPONSE_SIG_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let sig = header(RESPONSE_SIG_HEADER);
+        let etag = header("etag");
         let bytes =
             read_limited(resp).map_err(|e| Attempt::TryNext(format!("reading the reply: {e}")))?;
-        if !(200..300).contains(&status) {
+        // A 304 answers with the body we hold; the signature must cover it.
+        let not_modified = status == 304 && cached.is_some();
+        let signed_body = match (not_modified, cached) {
+            (true, Some(c)) => c.body.as_slice(),
+            _ => bytes.as_slice(),
+        };
+        if !(200..300).contains(&status) && !not_modified {
             let err: Option<ApiError> = serde_json::from_slice(&bytes).ok();
             return Err(match err {
                 Some(ApiError {
@@ -240,19 +308,17 @@ impl ServerClient {
                     reason: "the reply carries no response signature".into(),
                 })
             })?;
-            auth::verify_response(key, n, &bytes, &sig).map_err(|e| {
+            auth::verify_response(key, n, signed_body, &sig).map_err(|e| {
                 Attempt::Final(ServerError::BadReply {
                     url: url.into(),
                     reason: format!("response signature: {e}"),
                 })
             })?;
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Attempt::Final(ServerError::BadReply {
-                url: url.into(),
-                reason: format!("not the expected JSON: {e}"),
-            })
-        })
+        if not_modified {
+            return Ok(Exchange::NotModified);
+        }
+        Ok(Exchange::Body(bytes, etag))
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use config::NodeConfig;
 
 use crate::client::{ClientError, ServerClient};
-use crate::handover::Handover;
+use config::handover::Handover;
 
 /// A node's identity and trust roots, read from its partition.
 #[derive(Debug, Clone)]

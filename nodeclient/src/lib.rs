@@ -11,11 +11,12 @@
 
 #![warn(missing_docs)]
 
-pub mod handover;
 pub mod identity;
 
 mod client;
 
-pub use client::{fresh_nonce, repo_base, ClientError, ServerClient, ServerError};
-pub use handover::{Handover, HANDOVER_FILE};
+pub use client::{
+    fresh_nonce, repo_base, CachedReply, ClientError, Conditional, ServerClient, ServerError,
+};
+pub use config::handover::{Handover, HANDOVER_FILE};
 pub use identity::{IdentityError, NodeIdentity};
