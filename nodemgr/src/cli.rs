@@ -103,6 +103,12 @@ pub struct ServeArgs {
     /// The slices' login shell.
     #[arg(long, value_name = "FILE", default_value = nodemgr::logins::VSH_PATH)]
     pub login_shell: std::path::PathBuf,
+    /// Do not apply the bandwidth caps (bwcap) after each pass.
+    #[arg(long)]
+    pub no_bandwidth: bool,
+    /// bwcap's state directory.
+    #[arg(long, value_name = "DIR", default_value = bwcap::DEFAULT_STATE_DIR)]
+    pub bwcap_state_dir: std::path::PathBuf,
     /// A link to the API socket made at start.
     #[arg(long, value_name = "FILE", default_value = nodemgr::settings::API_SOCKET_LINK)]
     pub api_link: std::path::PathBuf,

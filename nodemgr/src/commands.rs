@@ -228,6 +228,7 @@ fn serve(cli_node: &NodeArgs, settings: Settings, args: ServeArgs) -> Result<Exi
             poll_jitter: std::time::Duration::from_secs(args.poll_jitter),
             logins: Some(logins),
             api_link: Some(args.api_link),
+            bandwidth: (!args.no_bandwidth).then_some(args.bwcap_state_dir),
         },
     )?;
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@
 pub mod admission;
 pub mod api;
 pub mod api_client;
+pub mod bandwidth;
 pub mod cgroup;
 pub mod ids;
 pub mod inside;

@@ -36,6 +36,9 @@ pub struct ServeOptions {
     /// A link to the API socket at a well-known place
     /// (`/run/plnode/nodemgr.sock`), made at start.
     pub api_link: Option<PathBuf>,
+    /// bwcap's state directory: after every pass the node cap and the
+    /// running slivers' rates are applied (DESIGN.md §7); `None`: not.
+    pub bandwidth: Option<PathBuf>,
 }
 
 /// The service could not start.
@@ -66,6 +69,9 @@ pub enum ServeError {
 pub enum Wake {
     /// The server said the node's slices changed (SIGUSR1).
     Hint,
+    /// A sliver started or changed: its bandwidth class and classifier
+    /// are due (a started sliver has a new cgroup).
+    Bandwidth,
     /// Stop.
     Stop,
 }
@@ -109,6 +115,29 @@ pub fn serve(service: Service, options: ServeOptions) -> Result<(), ServeError> 
             .spawn(move || reconcile_loop(&service, &options, client, &wake_rx))
             .map_err(ServeError::Runtime)?
     };
+    if options.bandwidth.is_some() {
+        let mut events = service.subscribe();
+        let wake = wake_tx.clone();
+        runtime.spawn(async move {
+            use crate::service::EventKind;
+            loop {
+                match events.recv().await {
+                    Ok(e)
+                        if matches!(
+                            e.kind,
+                            EventKind::Created | EventKind::Started | EventKind::Changed
+                        ) =>
+                    {
+                        if wake.send(Wake::Bandwidth).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
     runtime.block_on(async move {
         let api = tokio::spawn(crate::api::serve(
             service.clone(),
@@ -339,6 +368,10 @@ fn reconcile_loop(
                 }
             }
         }
+        if let Some(state_dir) = &options.bandwidth {
+            let cap = saved.load().ok().flatten().and_then(|a| a.bwcap);
+            crate::bandwidth::apply_logged(service, state_dir, cap);
+        }
         if let Some(report) = &report {
             if !report.is_quiet() {
                 tracing::info!(
@@ -359,9 +392,17 @@ fn reconcile_loop(
             }
             None => next_poll,
         };
-        match wake.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Ok(Wake::Hint) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        loop {
+            match wake.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Ok(Wake::Hint) | Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Ok(Wake::Bandwidth) => {
+                    if let Some(state_dir) = &options.bandwidth {
+                        let cap = saved.load().ok().flatten().and_then(|a| a.bwcap);
+                        crate::bandwidth::apply_logged(service, state_dir, cap);
+                    }
+                }
+            }
         }
     }
 }
