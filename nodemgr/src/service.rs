@@ -667,6 +667,10 @@ impl Service {
             }
             let r = self.control_script(slice, "configure", None);
             Self::log_outcome(slice, "configure", &r);
+            // The sliver may have gone while its scripts ran.
+            if !matches!(self.state(slice), Ok(Some(_))) {
+                return;
+            }
             if let Err(e) = self.manager().update_state(slice, |s| s.configured = true) {
                 tracing::warn!(%slice, "{}", line(&e));
             }
