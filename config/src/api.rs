@@ -280,16 +280,20 @@ pub enum Hint {
     /// Check for an update now: the node's rollout wave opened, the
     /// rollout was aborted, or staff asked (`bootserver node update-now`).
     CheckUpdates,
+    /// The node's slices changed (assignments, keys, rspecs, leases) since
+    /// it last fetched its slivers: the node manager polls now.
+    SlicesChanged,
 }
 
 impl Hint {
     /// Every hint, for messages.
-    pub const ALL: [Hint; 1] = [Hint::CheckUpdates];
+    pub const ALL: [Hint; 2] = [Hint::CheckUpdates, Hint::SlicesChanged];
 
     /// The name used on the wire and in supervisor.toml's `wake_on`.
     pub fn as_str(self) -> &'static str {
         match self {
             Hint::CheckUpdates => "check_updates",
+            Hint::SlicesChanged => "slices_changed",
         }
     }
 }
@@ -306,6 +310,9 @@ pub struct Hints {
     /// See [`Hint::CheckUpdates`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check_updates: bool,
+    /// See [`Hint::SlicesChanged`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slices_changed: bool,
 }
 
 impl Hints {
@@ -315,6 +322,9 @@ impl Hints {
         if self.check_updates {
             out.push(Hint::CheckUpdates);
         }
+        if self.slices_changed {
+            out.push(Hint::SlicesChanged);
+        }
         out
     }
 
@@ -322,6 +332,7 @@ impl Hints {
     pub fn has(&self, hint: Hint) -> bool {
         match hint {
             Hint::CheckUpdates => self.check_updates,
+            Hint::SlicesChanged => self.slices_changed,
         }
     }
 
@@ -633,6 +644,7 @@ mod tests {
             reboot_requested: false,
             hints: Hints {
                 check_updates: true,
+                slices_changed: true,
             },
         };
         let json = serde_json::to_value(&r).unwrap();
@@ -641,6 +653,7 @@ mod tests {
         assert_eq!(json["server_time"], "2027-01-01T00:00:00Z");
         assert_eq!(json["bwcap"], "100mbit");
         assert_eq!(json["hints"]["check_updates"], true);
+        assert_eq!(json["hints"]["slices_changed"], true);
         let back: CheckinResponse = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
     }
@@ -656,11 +669,13 @@ mod tests {
         assert_eq!(serde_json::to_string(&Hints::default()).unwrap(), "{}");
         let on = Hints {
             check_updates: true,
+            ..Hints::default()
         };
         assert_eq!(on.set(), [Hint::CheckUpdates]);
         assert!(on.has(Hint::CheckUpdates));
-        let named: Vec<Hint> = serde_json::from_str(r#"["check_updates"]"#).unwrap();
-        assert_eq!(named, [Hint::CheckUpdates]);
+        let named: Vec<Hint> =
+            serde_json::from_str(r#"["check_updates", "slices_changed"]"#).unwrap();
+        assert_eq!(named, [Hint::CheckUpdates, Hint::SlicesChanged]);
         assert!(serde_json::from_str::<Vec<Hint>>(r#"["reboot_now"]"#).is_err());
     }
 

@@ -35,6 +35,20 @@ pub struct Rspec {
     /// When the slice's lease on this node ends; the sliver is stopped then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_end: Option<Timestamp>,
+    /// The sliver's `cpu_share` and `net_min_rate` are reserved for it:
+    /// admitted only while the node's guaranteed CPU shares and bandwidth
+    /// are not all promised (admission control). Otherwise the sliver gets
+    /// fair best-effort service and is always admitted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub guaranteed: bool,
+    /// The slice may acquire resources on the node and bind them to other
+    /// slices (a broker); every other slice acts on its own sliver only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_cpu_share() -> u32 {
@@ -57,6 +71,8 @@ impl Default for Rspec {
             disk: None,
             pids: None,
             lease_end: None,
+            guaranteed: false,
+            privileged: false,
         }
     }
 }
@@ -114,6 +130,11 @@ mod tests {
         assert_eq!(r.lease_end.unwrap().to_string(), "2027-03-01T00:00:00Z");
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Rspec>(&json).unwrap(), r);
+        // Best effort and unprivileged unless said: old JSON reads the same.
+        assert!(!r.guaranteed && !r.privileged);
+        assert!(!json.contains("guaranteed") && !json.contains("privileged"));
+        let g: Rspec = toml::from_str("guaranteed = true\nprivileged = true\n").unwrap();
+        assert!(g.guaranteed && g.privileged);
     }
 
     #[test]

@@ -257,3 +257,143 @@ fn a_forged_or_replayed_check_now_hint_is_refused_and_wakes_nothing() {
         "{refused}"
     );
 }
+
+const NODEMGR: &str =
+    "[[service]]\nname = \"nodemgr\"\ncommand = [\"x\"]\nwake_on = [\"slices_changed\"]\n";
+
+#[test]
+fn the_slices_changed_hint_follows_what_the_node_fetched_and_a_forged_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("server");
+    let port = free_port();
+    let admin = Admin::init(
+        &workdir,
+        &InitOptions {
+            hosts: vec!["localhost".parse().unwrap()],
+            ips: vec![[127, 0, 0, 1].into()],
+            listen: ([127, 0, 0, 1], port).into(),
+            urls: vec![format!("https://127.0.0.1:{port}").parse().unwrap()],
+            site_certificate: None,
+        },
+    )
+    .unwrap();
+    admin.add_site(&"testsite".parse().unwrap(), "").unwrap();
+    let spec = NewNode::new("testsite".parse().unwrap(), "node1.example.org", None).unwrap();
+    let (node, config) = admin.add_node(&spec, &ConfigUrls::FromServer).unwrap();
+    let serving = Admin::open(&workdir).unwrap();
+    std::thread::spawn(move || {
+        let _ = serving.serve(
+            Some(([127, 0, 0, 1], port).into()),
+            |_| {},
+            std::future::pending(),
+        );
+    });
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ca = std::fs::read(workdir.join("ca/ca.pem")).unwrap();
+    let services = SupervisorSpec::parse(NODEMGR, Path::new("supervisor.toml"))
+        .unwrap()
+        .services;
+    let mut genuine = client_for(port, &ca, &config);
+    let fetch = |c: &mut ServerClient| {
+        c.get::<config::api::SliversResponse>(config::api::paths::SLIVERS)
+            .unwrap()
+    };
+
+    // No slices: no hint.
+    let reply = hints::checkin(&mut genuine, &request(node.id)).unwrap();
+    assert!(!reply.hints.slices_changed);
+    // A slice assigned: the hint, until the node fetched its slivers.
+    let slice: bootserver::model::SliceName = "pl_hinted".parse().unwrap();
+    admin
+        .create_slice(&bootserver::admin::SliceSpec {
+            name: slice.clone(),
+            description: String::new(),
+            rspec: config::rspec::Rspec::default(),
+            initscript: None,
+            lease: bootserver::admin::LeaseEnd::DaysFromNow(30),
+        })
+        .unwrap();
+    admin
+        .add_nodes_to_slice(&slice, &[NodeRef::Id(node.id)])
+        .unwrap();
+    let reply = hints::checkin(&mut genuine, &request(node.id)).unwrap();
+    assert!(reply.hints.slices_changed);
+    assert_eq!(
+        hints::to_wake(&services, &reply.hints),
+        [("nodemgr", config::api::Hint::SlicesChanged)]
+    );
+    assert!(
+        hints::checkin(&mut genuine, &request(node.id))
+            .unwrap()
+            .hints
+            .slices_changed
+    );
+    assert_eq!(fetch(&mut genuine).slivers.len(), 1);
+    let reply = hints::checkin(&mut genuine, &request(node.id)).unwrap();
+    assert!(!reply.hints.slices_changed, "fetched: nothing new");
+    // Keys, rspecs and leases count too.
+    admin
+        .add_slice_keys(
+            &slice,
+            &["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8mCjRqUoFdjvQ2xAq3hQ6X7tq1z0Jg7oQyJ6l2S9u a@b"
+                .parse()
+                .unwrap()],
+        )
+        .unwrap();
+    assert!(
+        hints::checkin(&mut genuine, &request(node.id))
+            .unwrap()
+            .hints
+            .slices_changed
+    );
+    fetch(&mut genuine);
+    admin
+        .renew(&slice, bootserver::admin::LeaseEnd::DaysFromNow(60))
+        .unwrap();
+    assert!(
+        hints::checkin(&mut genuine, &request(node.id))
+            .unwrap()
+            .hints
+            .slices_changed
+    );
+
+    // A forged reply carrying the hint: unsigned, or signed with another
+    // key, it is refused whole and wakes nothing.
+    let body = serde_json::to_vec(&reply_with_hint(&reply)).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("slices_changed"));
+    let tls = bootserver::workdir::WorkDir::open(&workdir)
+        .unwrap()
+        .tls_config()
+        .unwrap();
+    let canned = Arc::new(Mutex::new(Canned::default()));
+    let fake = fake_server(tls, canned.clone());
+    let mut node_client = client_for(fake, &ca, &config);
+    *canned.lock().unwrap() = Canned {
+        headers: vec![],
+        body: body.clone(),
+    };
+    assert!(hints::checkin(&mut node_client, &request(node.id)).is_err());
+    let other = config::node::NodeKey::new("e".repeat(64)).unwrap();
+    let forged = config::api::auth::sign_response(
+        &other,
+        config::api::auth::Nonce::from_random_bytes([3; 16]),
+        &body,
+    );
+    *canned.lock().unwrap() = Canned {
+        headers: vec![(config::api::auth::RESPONSE_SIG_HEADER.to_string(), forged)],
+        body,
+    };
+    let refused = hints::checkin(&mut node_client, &request(node.id)).unwrap_err();
+    assert!(
+        matches!(&refused, ServerError::BadReply { reason, .. } if reason.contains("response signature")),
+        "{refused}"
+    );
+}
+
+fn reply_with_hint(reply: &config::api::CheckinResponse) -> config::api::CheckinResponse {
+    let mut forged = reply.clone();
+    forged.hints.slices_changed = true;
+    forged
+}

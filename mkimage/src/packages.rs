@@ -186,6 +186,47 @@ pub fn runtime_links(tree: &mut ImageTree) -> Result<(), TreeError> {
     tree.symlink("etc/resolv.conf", "/run/plnode/resolv.conf")
 }
 
+/// What the node manager (`nodemgr`, installed at `nodemgr_dest`) needs in
+/// `base`: e2fsprogs' `mke2fs` with its libraries and `/etc/mke2fs.conf`
+/// (busybox's cannot make ext4 with project quotas), and the slices' ssh
+/// logins on a read-only root: `/etc/passwd` links to
+/// `/run/plnode/passwd`, which nodemgr writes from the node's own accounts
+/// (`/etc/passwd.node`) and one account per sliver, whose shell `vsh` (a
+/// link to nodemgr beside it) is listed in `/etc/shells`.
+pub fn node_manager_support(tree: &mut ImageTree, nodemgr_dest: &str) -> Result<(), PackageError> {
+    let mke2fs = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| PackageError::Input {
+            what: "mke2fs for the slivers' file system (apt-get install e2fsprogs)".into(),
+            path: PathBuf::from("/sbin/mke2fs"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+    // Busybox's applet of that name makes ext2 only: the real one replaces it.
+    tree.remove("sbin/mke2fs");
+    elf::add_program(tree, "sbin/mke2fs", mke2fs)?;
+    if Path::new("/etc/mke2fs.conf").is_file() {
+        tree.host_file_mode("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"), 0o644)?;
+    }
+    let dest = nodemgr_dest.trim_start_matches('/');
+    let (dir, file) = dest.rsplit_once('/').unwrap_or(("", dest));
+    let vsh = if dir.is_empty() {
+        "vsh".to_string()
+    } else {
+        format!("{dir}/vsh")
+    };
+    tree.symlink(&vsh, file)?;
+    let passwd =
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    tree.remove("etc/passwd");
+    tree.bytes("etc/passwd.node", passwd, 0o644)?;
+    tree.symlink("etc/passwd", "/run/plnode/passwd")?;
+    tree.remove("etc/shells");
+    tree.bytes("etc/shells", format!("/bin/sh\n/bin/ash\n/{vsh}\n"), 0o644)?;
+    Ok(())
+}
+
 /// dropbear (server and key tool) with its libraries and host key directory.
 pub fn add_dropbear(tree: &mut ImageTree) -> Result<(), PackageError> {
     for (dest, host) in [
@@ -231,6 +272,9 @@ pub fn base_package(
     }
     etc_skeleton(&mut tree, "PlanetLab node OS", version)?;
     runtime_links(&mut tree)?;
+    if let Some(nodemgr) = programs.iter().find(|p| p.name == "nodemgr") {
+        node_manager_support(&mut tree, &nodemgr.dest)?;
+    }
     for (dest, bytes, mode) in files {
         tree.bytes(dest.trim_start_matches('/'), bytes.clone(), *mode)?;
     }
@@ -372,4 +416,45 @@ fn debootstrap(
         tree.remove(&path);
     }
     Ok(Ok((tree, work)))
+}
+
+#[cfg(test)]
+mod node_manager_tests {
+    use super::*;
+    use crate::tree::EntryKind;
+
+    #[test]
+    fn a_base_with_nodemgr_gets_mke2fs_vsh_and_logins_in_run() {
+        let Some(mke2fs) = ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            eprintln!("SKIP: no mke2fs (apt-get install e2fsprogs)");
+            return;
+        };
+        let mut tree = ImageTree::new();
+        tree.dir("etc", 0o755).unwrap();
+        etc_skeleton(&mut tree, "test", "1").unwrap();
+        // Busybox's applet is replaced.
+        tree.symlink("sbin/mke2fs", "../bin/busybox").unwrap();
+        node_manager_support(&mut tree, "/usr/sbin/nodemgr").unwrap();
+        let kind = |p: &str| tree.get(p).map(|e| e.kind.clone());
+        assert!(
+            matches!(kind("sbin/mke2fs"), Some(EntryKind::File(_))),
+            "{mke2fs}"
+        );
+        assert_eq!(
+            kind("usr/sbin/vsh"),
+            Some(EntryKind::Symlink("nodemgr".into()))
+        );
+        assert_eq!(
+            kind("etc/passwd"),
+            Some(EntryKind::Symlink("/run/plnode/passwd".into()))
+        );
+        assert!(tree.contains("etc/passwd.node"));
+        let Some(EntryKind::File(crate::tree::FileData::Bytes(shells))) = kind("etc/shells") else {
+            panic!("no /etc/shells");
+        };
+        assert!(String::from_utf8_lossy(&shells).contains("/usr/sbin/vsh\n"));
+    }
 }

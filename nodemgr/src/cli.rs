@@ -58,6 +58,60 @@ pub struct NodeArgs {
     /// system without project quotas); the condition is reported.
     #[arg(long, global = true, env = "NODEMGR_ALLOW_NO_QUOTA")]
     pub allow_no_quota: bool,
+    /// Act on the state directory directly even when `nodemgr serve` runs
+    /// (by default commands go through its API when it does).
+    #[arg(long, global = true)]
+    pub local: bool,
+    /// Seconds a script inside a sliver (initscript, PlanetLab-control)
+    /// may run before it is killed.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
+    pub script_timeout: u64,
+}
+
+/// How `nodemgr serve` runs.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The node's partition: node.toml (id, key, servers) and trust/ca.pem.
+    #[arg(long, value_name = "DIR", default_value = "/plnode")]
+    pub partition: std::path::PathBuf,
+    /// Do not poll a boot server: manage slivers made on the node only.
+    #[arg(long)]
+    pub no_server: bool,
+    /// The CD's hand-over note (server URLs when node.toml names none).
+    #[arg(long, value_name = "FILE", default_value = nodeclient::HANDOVER_FILE)]
+    pub handover: std::path::PathBuf,
+    /// Seconds between polls of the boot server's slivers API.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub poll_interval: u64,
+    /// Up to this many seconds are added to each interval at random.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub poll_jitter: u64,
+    /// Guaranteed CPU shares the node can promise in total.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub cpu_shares: u64,
+    /// Guaranteed outgoing bandwidth the node can promise in total, until
+    /// the boot server names the site's cap.
+    #[arg(long, value_name = "RATE", default_value = "100mbit")]
+    pub bandwidth: config::units::Rate,
+    /// The node's own accounts; with it, every sliver gets an ssh login
+    /// account in --passwd (none when the file does not exist).
+    #[arg(long, value_name = "FILE", default_value = nodemgr::logins::NODE_PASSWD)]
+    pub node_passwd: std::path::PathBuf,
+    /// The passwd file written for ssh logins (/etc/passwd links here).
+    #[arg(long, value_name = "FILE", default_value = nodemgr::logins::RUN_PASSWD)]
+    pub passwd: std::path::PathBuf,
+    /// The slices' login shell.
+    #[arg(long, value_name = "FILE", default_value = nodemgr::logins::VSH_PATH)]
+    pub login_shell: std::path::PathBuf,
+    /// Do not apply the bandwidth caps (bwcap) after each pass.
+    #[arg(long)]
+    pub no_bandwidth: bool,
+    /// bwcap's state directory.
+    #[arg(long, value_name = "DIR", default_value = bwcap::DEFAULT_STATE_DIR)]
+    pub bwcap_state_dir: std::path::PathBuf,
+    /// A link to the API socket made at start.
+    #[arg(long, value_name = "FILE", default_value = nodemgr::settings::API_SOCKET_LINK)]
+    pub api_link: std::path::PathBuf,
 }
 
 /// What to do.
@@ -119,6 +173,24 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Start every sliver that should run and clean up after interrupted
-    /// deletes (at boot, by the supervisor).
+    /// deletes.
     Restore,
+    /// Run the node manager service: restore the slivers, serve the local
+    /// API (D-Bus on the API socket), reconcile with the boot server every
+    /// poll interval and at once on SIGUSR1, end leases, keep the slices'
+    /// ssh logins current. SIGTERM stops it; the slivers keep running.
+    Serve(ServeArgs),
+    /// Acquire resources: an rcap (printed) for the rspec, if admission
+    /// control lets it (the node and privileged slices only).
+    Acquire {
+        /// The rspec (TOML file; `-` reads stdin).
+        rspec: PathBuf,
+    },
+    /// Bind an rcap's resources to SLICE's sliver (made when missing).
+    Bind {
+        /// The slice.
+        slice: String,
+        /// The rcap `acquire` printed.
+        rcap: String,
+    },
 }

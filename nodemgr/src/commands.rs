@@ -12,7 +12,14 @@ use nodemgr::settings::Settings;
 use nodemgr::storage::SliversFs;
 use nodemgr::{AuthorizedKeys, NodeManager, SliceName};
 
-use crate::cli::{Cli, Command, NodeArgs};
+use nodemgr::admission::Capacity;
+use nodemgr::api_client::ApiClient;
+use nodemgr::inside::RunStatus;
+use nodemgr::logins::Logins;
+use nodemgr::serve::ServeOptions;
+use nodemgr::service::Service;
+
+use crate::cli::{Cli, Command, NodeArgs, ServeArgs};
 
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -45,7 +52,186 @@ fn settings(args: &NodeArgs) -> Settings {
     };
     s.require_limits = !args.allow_unlimited;
     s.require_quota = !args.allow_no_quota;
+    s.script_timeout = std::time::Duration::from_secs(args.script_timeout.max(1));
     s
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading stdin")?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The running service's API, unless --local or no service runs.
+fn daemon(cli: &Cli, settings: &Settings) -> Result<Option<ApiClient>> {
+    if cli.node.local || matches!(cli.command, Command::Serve(_) | Command::Restore) {
+        return Ok(None);
+    }
+    Ok(ApiClient::connect(&settings.api_socket())?)
+}
+
+fn through_daemon(api: &ApiClient, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Create {
+            slice: name,
+            rspec,
+            keys,
+            start,
+        } => {
+            let slice = slice(&name)?;
+            let text = read_text(&rspec)?;
+            read_rspec(&rspec)?;
+            let keys = read_keys(keys.as_deref())?;
+            let rcap = api.acquire(&text)?;
+            api.bind(slice.as_str(), &rcap)?;
+            if !keys.lines().is_empty() {
+                api.set_keys(slice.as_str(), &keys.to_file())?;
+            }
+            println!("created {slice} (acquire + bind through nodemgr serve)");
+            if !start {
+                api.stop(slice.as_str())?;
+            }
+        }
+        Command::Start { slice } => {
+            api.start(&slice)?;
+            println!("started {slice}");
+        }
+        Command::Stop { slice } => {
+            api.stop(&slice)?;
+            println!("stopped {slice}");
+        }
+        Command::Delete { slice } => {
+            api.delete(&slice)?;
+            println!("deleted {slice}");
+        }
+        Command::List { json } => {
+            let list = api.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<32} {:<8} {:<9} {:<7} LEASE END",
+                    "SLICE", "SHOULD", "STATE", "ORIGIN"
+                );
+                for s in list {
+                    let state = match s.pid {
+                        Some(pid) => format!("pid {pid}"),
+                        None => "stopped".into(),
+                    };
+                    let lease = s
+                        .lease_end
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "none".into());
+                    println!(
+                        "{:<32} {:<8} {:<9} {:<7} {lease}",
+                        s.slice, s.desired, state, s.origin
+                    );
+                }
+            }
+        }
+        Command::Show { slice, json } => {
+            let details = api.show(&slice)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&details)?);
+            } else {
+                let report: nodemgr::manager::SliverReport =
+                    serde_json::from_value(details["report"].clone())
+                        .context("reading the service's report")?;
+                print_report(&report);
+                print_lease_left(details["lease_left_secs"].as_i64());
+                print_status(&details["status"]);
+            }
+        }
+        Command::Enter {
+            slice,
+            user,
+            command,
+        } => {
+            let pty = std::io::stdin().is_terminal();
+            let term = std::env::var("TERM").ok();
+            let (session, master) = api.enter(&slice, &command, user, term.as_deref(), pty)?;
+            if let Some(master) = master {
+                nodemgr::terminal::relay(master).context("relaying the terminal")?;
+            }
+            let code = api.wait(session)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Command::Acquire { rspec } => {
+            let text = read_text(&rspec)?;
+            println!("{}", api.acquire(&text)?);
+        }
+        Command::Bind { slice, rcap } => {
+            api.bind(&slice, &rcap)?;
+            println!("bound to {slice}");
+        }
+        Command::Restore | Command::Serve(_) => unreachable!("never sent to the service"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_lease_left(secs: Option<i64>) {
+    match secs {
+        Some(s) if s > 0 => println!(
+            "lease left: {}d {}h {}m",
+            s / 86_400,
+            s % 86_400 / 3600,
+            s % 3600 / 60
+        ),
+        Some(_) => println!("lease left: ended"),
+        None => println!("lease left: no end"),
+    }
+}
+
+fn print_status(status: &serde_json::Value) {
+    let Ok(outcome) = serde_json::from_value::<nodemgr::inside::RunOutcome>(status.clone()) else {
+        return;
+    };
+    match outcome.status {
+        RunStatus::Skipped => println!("status:     no PlanetLab-control/status script"),
+        RunStatus::TimedOut => println!("status:     the status script hung and was killed"),
+        RunStatus::Exited(code) => {
+            let text = outcome.output.trim_end();
+            println!(
+                "status:     {} (exit {code})",
+                if text.is_empty() { "-" } else { text }
+            );
+        }
+    }
+}
+
+fn serve(cli_node: &NodeArgs, settings: Settings, args: ServeArgs) -> Result<ExitCode> {
+    let _ = cli_node;
+    let manager = NodeManager::open(settings)?;
+    let run_dir = manager.settings().run_dir.clone();
+    let service = Service::new(
+        manager,
+        Capacity {
+            cpu_shares: args.cpu_shares,
+            bandwidth: args.bandwidth,
+        },
+    );
+    let logins = Logins {
+        node_passwd: args.node_passwd,
+        passwd: args.passwd,
+        homes: run_dir.join("homes"),
+        shell: args.login_shell,
+    };
+    nodemgr::serve::serve(
+        service,
+        ServeOptions {
+            partition: (!args.no_server).then_some(args.partition),
+            handover: args.handover,
+            poll_interval: std::time::Duration::from_secs(args.poll_interval.max(1)),
+            poll_jitter: std::time::Duration::from_secs(args.poll_jitter),
+            logins: Some(logins),
+            api_link: Some(args.api_link),
+            bandwidth: (!args.no_bandwidth).then_some(args.bwcap_state_dir),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn slice(name: &str) -> Result<SliceName> {
@@ -83,7 +269,14 @@ fn report_enforcement(slice: &SliceName, e: &Enforcement) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let manager = NodeManager::open(settings(&cli.node))?;
+    let settings = settings(&cli.node);
+    if let Some(api) = daemon(&cli, &settings)? {
+        return through_daemon(&api, cli.command);
+    }
+    if let Command::Serve(args) = cli.command {
+        return serve(&cli.node, settings, args);
+    }
+    let manager = NodeManager::open(settings)?;
     match cli.command {
         Command::Create {
             slice: name,
@@ -159,6 +352,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print_report(&r);
+                print_lease_left(
+                    r.state
+                        .rspec
+                        .lease_end
+                        .map(|end| end.unix() - config::Timestamp::now().unix()),
+                );
             }
         }
         Command::Enter {
@@ -199,6 +398,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Acquire { .. } | Command::Bind { .. } => {
+            anyhow::bail!(
+                "acquire and bind need the node manager service (nodemgr serve): it holds the rcaps"
+            );
+        }
+        Command::Serve(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

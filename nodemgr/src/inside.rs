@@ -72,12 +72,69 @@ pub struct InitPlan {
     pub work: PathBuf,
     /// Bytes of the sliver's `/tmp` and `/dev/shm` (each).
     pub tmp_size: u64,
+    /// A host directory bound read-only at `/run/plnode/api` inside (the
+    /// node manager's API socket lives there; `/run/plnode/nodemgr.sock`
+    /// inside links to it). A directory, not the socket itself, so that a
+    /// restarted node manager's new socket shows up in running slivers.
+    #[serde(default)]
+    pub api_dir: Option<PathBuf>,
+    /// The files the node keeps current inside.
+    pub files: SliceFiles,
+}
+
+/// The files the node writes into a sliver (as root inside) at every start
+/// and whenever they change: the slice users' keys, the Phase 0 spec's
+/// `PlanetLab-control/resources`, the lease, the server's initscript.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceFiles {
     /// `authorized_keys` of the slice's user.
     pub authorized_keys: String,
     /// Content of `~/PlanetLab-control/resources`.
     pub resources: String,
     /// Content of `/etc/plnode/lease`.
     pub lease: String,
+    /// The server's initscript (`/etc/plnode/initscript`, mode 0700),
+    /// when the slice has one.
+    #[serde(default)]
+    pub initscript: Option<String>,
+}
+
+/// Where the initscript is written inside a sliver.
+pub const INITSCRIPT_PATH: &str = "/etc/plnode/initscript";
+
+/// How the node runs a script inside a sliver (the server's initscript,
+/// the `PlanetLab-control` scripts): no terminal, stdin from `/dev/null`,
+/// stderr discarded, stdout discarded or captured, the script and what it
+/// left in its process group killed after the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptRun {
+    /// Seconds before the script is killed.
+    pub timeout_secs: u64,
+    /// Capture up to this many bytes of stdout (else it is discarded).
+    pub capture: Option<usize>,
+    /// A missing program is not an error: the run is reported skipped.
+    pub skip_if_missing: bool,
+}
+
+/// How a script run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// It exited with this code (128 + N for signal N).
+    Exited(i32),
+    /// It ran past its timeout and was killed.
+    TimedOut,
+    /// The program does not exist.
+    Skipped,
+}
+
+/// What a script run gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub status: RunStatus,
+    /// Its stdout (when captured; cut at the limit, lossily UTF-8).
+    pub output: String,
 }
 
 /// What the `enter` helper runs (sent by the host side).
@@ -93,6 +150,20 @@ pub struct EnterPlan {
     pub pty: bool,
     /// `TERM` for the command, when there is a terminal.
     pub term: Option<String>,
+    /// Files to write (as root inside) before anything runs.
+    #[serde(default)]
+    pub files: Option<SliceFiles>,
+    /// Run the command (false: only write `files`).
+    #[serde(default = "yes")]
+    pub run: bool,
+    /// Run the command as a node's script (see [`ScriptRun`]); the answer
+    /// is then [`Reply::Ran`].
+    #[serde(default)]
+    pub script: Option<ScriptRun>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A helper's answer.
@@ -102,6 +173,8 @@ pub enum Reply {
     Ready,
     /// The command ended with this wait status code.
     Exited(i32),
+    /// A script run (or a files-only request) ended.
+    Ran(RunOutcome),
     /// Failed: the error and its causes, one line.
     Failed(String),
 }
@@ -114,6 +187,8 @@ pub fn helper_main() -> Option<i32> {
     match name.as_str() {
         INIT_NAME => Some(init_main()),
         ENTER_NAME => Some(enter_main()),
+        // A login shell is started as `-vsh`.
+        "vsh" | "-vsh" => Some(crate::vsh::main(std::env::args_os().collect())),
         _ => None,
     }
 }
@@ -350,6 +425,27 @@ fn build_root(plan: &InitPlan, lower: OwnedFd) -> Result<(), InsideError> {
         }
     }
 
+    if let Some(api) = &plan.api_dir {
+        // The node manager's API, read-only (connecting to a socket needs
+        // no write access to the mount).
+        let target = root.join("run/plnode/api");
+        mkdir_p(&target)?;
+        let tree = sys::open_tree_clone(&cpath(api)?, false)
+            .map_err(step(format!("cloning the API directory {}", api.display())))?;
+        sys::mount_setattr(
+            tree.as_fd(),
+            sys::MOUNT_ATTR_RDONLY
+                | sys::MOUNT_ATTR_NOSUID
+                | sys::MOUNT_ATTR_NODEV
+                | sys::MOUNT_ATTR_NOEXEC,
+            None,
+            false,
+        )
+        .map_err(step("making the API directory read-only"))?;
+        sys::move_mount_to(tree.as_fd(), &cpath(&target)?)
+            .map_err(step("mounting the API directory"))?;
+    }
+
     build_dev(&root.join("dev"), plan.tmp_size)?;
     mount(
         Some("tmpfs"),
@@ -569,29 +665,48 @@ fn write_slice_files(plan: &InitPlan) -> Result<(), InsideError> {
     }
     mkdir_p(Path::new("/home"))?;
     own_dir(&home, 0o755, SLICE_UID)?;
-    let ssh = home.join(".ssh");
-    own_dir(&ssh, 0o700, SLICE_UID)?;
+    own_dir(&home.join(".ssh"), 0o700, SLICE_UID)?;
+    own_dir(&home.join("PlanetLab-control"), 0o755, SLICE_UID)?;
+    if plan.api_dir.is_some() {
+        // The API socket's well-known name, inside as on the node.
+        let link = Path::new("/run/plnode/nodemgr.sock");
+        let _ = fs::remove_file(link);
+        std::os::unix::fs::symlink("api/nodemgr.sock", link)
+            .map_err(step("linking /run/plnode/nodemgr.sock"))?;
+    }
+    write_files(slice, &plan.files)
+}
+
+/// Writes the files the node keeps current inside the sliver.
+fn write_files(slice: &str, files: &SliceFiles) -> Result<(), InsideError> {
+    let home = PathBuf::from("/home").join(slice);
     write_file(
-        &ssh.join("authorized_keys"),
-        plan.authorized_keys.as_bytes(),
+        &home.join(".ssh/authorized_keys"),
+        files.authorized_keys.as_bytes(),
         0o600,
         Some(SLICE_UID),
     )?;
-    let control = home.join("PlanetLab-control");
-    own_dir(&control, 0o755, SLICE_UID)?;
     write_file(
-        &control.join("resources"),
-        plan.resources.as_bytes(),
+        &home.join("PlanetLab-control/resources"),
+        files.resources.as_bytes(),
         0o644,
         None,
     )?;
     mkdir_p(Path::new("/etc/plnode"))?;
     write_file(
         Path::new("/etc/plnode/lease"),
-        plan.lease.as_bytes(),
+        files.lease.as_bytes(),
         0o644,
         None,
     )?;
+    match &files.initscript {
+        Some(script) => write_file(Path::new(INITSCRIPT_PATH), script.as_bytes(), 0o700, None)?,
+        None => match fs::remove_file(INITSCRIPT_PATH) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(step(format!("removing {INITSCRIPT_PATH}"))(e)),
+        },
+    }
     Ok(())
 }
 
@@ -638,9 +753,13 @@ fn enter_main() -> i32 {
         }
     };
     match enter(&sock) {
-        Ok(code) => {
+        Ok(Done::Exited(code)) => {
             send_reply(sock.as_fd(), &Reply::Exited(code), &[]);
             code
+        }
+        Ok(Done::Ran(outcome)) => {
+            send_reply(sock.as_fd(), &Reply::Ran(outcome), &[]);
+            0
         }
         Err(e) => {
             send_reply(sock.as_fd(), &Reply::Failed(one_line(&e)), &[]);
@@ -649,7 +768,7 @@ fn enter_main() -> i32 {
     }
 }
 
-fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
+fn enter(sock: &OwnedFd) -> Result<Done, InsideError> {
     let (bytes, mut fds) = receive(sock.as_fd()).map_err(step("receiving the request"))?;
     let plan: EnterPlan = serde_json::from_slice(&bytes)
         .map_err(|e| step("reading the request")(io::Error::new(io::ErrorKind::InvalidData, e)))?;
@@ -667,13 +786,22 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
         | libc::CLONE_NEWCGROUP;
     sys::setns_pidfd(pidfd.as_fd(), namespaces).map_err(step("joining the sliver's namespaces"))?;
     drop(pidfd);
-    // Host root has no id inside; become the sliver's root (or its user).
-    let id = if plan.as_slice_user { SLICE_UID } else { 0 };
+    // Host root has no id inside; become the sliver's root first (files
+    // are written as root inside), then the slice's user if asked.
     nix::unistd::setgroups(&[]).map_err(nix_step("setgroups"))?;
-    let gid = nix::unistd::Gid::from_raw(id);
-    let uid = nix::unistd::Uid::from_raw(id);
-    nix::unistd::setresgid(gid, gid, gid).map_err(nix_step("setgid"))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(nix_step("setuid"))?;
+    become_id(0)?;
+    if let Some(files) = &plan.files {
+        write_files(&plan.slice, files)?;
+    }
+    if !plan.run {
+        return Ok(Done::Ran(RunOutcome {
+            status: RunStatus::Exited(0),
+            output: String::new(),
+        }));
+    }
+    if plan.as_slice_user {
+        become_id(SLICE_UID)?;
+    }
     let home = if plan.as_slice_user {
         PathBuf::from("/home").join(&plan.slice)
     } else {
@@ -695,6 +823,9 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
         None => ("/bin/sh".to_string(), vec!["-l".to_string()]),
     };
+    if let Some(script) = plan.script {
+        return run_script(&program, &args, &home, user, script).map(Done::Ran);
+    }
     let mut cmd = std::process::Command::new(&program);
     cmd.args(&args)
         .env_clear()
@@ -742,8 +873,128 @@ fn enter(sock: &OwnedFd) -> Result<i32, InsideError> {
     let status = child
         .wait()
         .map_err(step(format!("waiting for {program}")))?;
+    Ok(Done::Exited(exit_code(status)))
+}
+
+/// What the enter helper did.
+enum Done {
+    /// An interactive command ended.
+    Exited(i32),
+    /// A script ran (or only files were written).
+    Ran(RunOutcome),
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    Ok(status
+    status
         .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn become_id(id: u32) -> Result<(), InsideError> {
+    let gid = nix::unistd::Gid::from_raw(id);
+    let uid = nix::unistd::Uid::from_raw(id);
+    nix::unistd::setresgid(gid, gid, gid).map_err(nix_step("setgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(nix_step("setuid"))?;
+    Ok(())
+}
+
+/// Runs a node's script: its own process group, no terminal, stdin from
+/// /dev/null, stderr discarded, stdout discarded or captured; killed with
+/// its process group when it outlives its timeout. Daemons it starts in
+/// sessions of their own keep running (a `start` script's job).
+fn run_script(
+    program: &str,
+    args: &[String],
+    home: &Path,
+    user: &str,
+    script: ScriptRun,
+) -> Result<RunOutcome, InsideError> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    if script.skip_if_missing && !Path::new(program).exists() {
+        return Ok(RunOutcome {
+            status: RunStatus::Skipped,
+            output: String::new(),
+        });
+    }
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", home)
+        .env("USER", user)
+        .env("LOGNAME", user)
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .stdout(if script.capture.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(step(format!("starting {program}")))?;
+    // No threads here: this process joined the sliver's PID namespace,
+    // after which the kernel refuses CLONE_THREAD. The pipe is drained
+    // without blocking while the script runs.
+    let mut out = child.stdout.take();
+    if let Some(o) = &out {
+        let _ = nix::fcntl::fcntl(
+            o.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    let limit = script.capture.unwrap_or(0);
+    let mut bytes = Vec::new();
+    let drain = |out: &mut Option<std::process::ChildStdout>, bytes: &mut Vec<u8>| {
+        let Some(o) = out.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            match o.read(&mut buf) {
+                Ok(0) => {
+                    *out = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = limit.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(script.timeout_secs);
+    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let status = loop {
+        drain(&mut out, &mut bytes);
+        match child
+            .try_wait()
+            .map_err(step(format!("waiting for {program}")))?
+        {
+            Some(status) => break RunStatus::Exited(exit_code(status)),
+            None if Instant::now() >= deadline => {
+                let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                break RunStatus::TimedOut;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // A process the script left behind may hold its stdout open: what
+    // arrives within a moment is the output.
+    let grace = Instant::now() + Duration::from_millis(300);
+    while out.is_some() && Instant::now() < grace {
+        drain(&mut out, &mut bytes);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(RunOutcome {
+        status,
+        output: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }

@@ -20,19 +20,29 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
+pub mod api;
+pub mod api_client;
+pub mod bandwidth;
 pub mod cgroup;
 pub mod ids;
 pub mod inside;
 pub mod keys;
 pub mod limits;
+pub mod logins;
 pub mod manager;
 pub mod name;
+pub mod rcap;
+pub mod reconcile;
+pub mod serve;
+pub mod service;
 pub mod settings;
 pub mod spawn;
 pub mod state;
 pub mod storage;
 pub mod sys;
 pub mod terminal;
+pub mod vsh;
 
 pub use inside::helper_main;
 pub use keys::AuthorizedKeys;

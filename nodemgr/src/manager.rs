@@ -21,13 +21,13 @@ use crate::cgroup::{
     CgroupError, CgroupRoot, LimitError, LimitValue, LimitsUnavailable, SliverCgroup,
 };
 use crate::ids::{IdError, IdRange, IdTable};
-use crate::inside::{EnterPlan, InitPlan};
+use crate::inside::{EnterPlan, InitPlan, RunOutcome, ScriptRun, SliceFiles};
 use crate::keys::AuthorizedKeys;
 use crate::limits::Limits;
 use crate::name::SliceName;
 use crate::settings::{Settings, SettingsError};
 use crate::spawn::{self, Entered, SpawnError};
-use crate::state::{Desired, SliverState, StateError};
+use crate::state::{Desired, Origin, SliverState, StateError};
 use crate::storage::{self, QuotaUnavailable, SliverDirs, StorageError};
 use crate::sys;
 
@@ -169,7 +169,7 @@ pub struct SliverSummary {
 }
 
 /// Everything `show` reports about a sliver.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SliverReport {
     /// Its state file.
     pub state: SliverState,
@@ -307,7 +307,7 @@ impl NodeManager {
         rspec: &Rspec,
         keys: &AuthorizedKeys,
     ) -> Result<Created, NodeError> {
-        self.create_as(slice, rspec, keys, Desired::Stopped)
+        self.create_as(slice, rspec, keys, Desired::Stopped, Origin::Local, None)
     }
 
     /// [`Self::create`] and [`Self::start`] in one: the state file is
@@ -319,7 +319,20 @@ impl NodeManager {
         rspec: &Rspec,
         keys: &AuthorizedKeys,
     ) -> Result<(Created, Started), NodeError> {
-        let created = self.create_as(slice, rspec, keys, Desired::Running)?;
+        self.create_and_start_from(slice, rspec, keys, Origin::Local, None)
+    }
+
+    /// [`Self::create_and_start`] for a sliver made by `origin`, with the
+    /// slice's initscript (run later, once, by the node manager service).
+    pub fn create_and_start_from(
+        &self,
+        slice: &SliceName,
+        rspec: &Rspec,
+        keys: &AuthorizedKeys,
+        origin: Origin,
+        initscript: Option<String>,
+    ) -> Result<(Created, Started), NodeError> {
+        let created = self.create_as(slice, rspec, keys, Desired::Running, origin, initscript)?;
         let _lock = self.lock()?;
         match self.start_locked(slice) {
             Ok(started) => Ok((created, started)),
@@ -339,6 +352,8 @@ impl NodeManager {
         rspec: &Rspec,
         keys: &AuthorizedKeys,
         desired: Desired,
+        origin: Origin,
+        initscript: Option<String>,
     ) -> Result<Created, NodeError> {
         rspec.validate().map_err(NodeError::Rspec)?;
         self.check_reference_root()?;
@@ -374,6 +389,9 @@ impl NodeManager {
                 ids,
                 created: Timestamp::now(),
                 desired,
+                origin,
+                initscript: initscript.clone(),
+                configured: false,
             };
             // The table and the state file are written at the same time, so
             // their syncs share the file system's journal commits. A crash
@@ -458,14 +476,10 @@ impl NodeManager {
             upper: dirs.upper.clone(),
             work: dirs.work.clone(),
             tmp_size: self.settings.defaults.tmp.bytes(),
-            authorized_keys: state.keys.to_file(),
-            resources: resources_file(&state),
-            lease: match state.rspec.lease_end {
-                Some(end) => format!("{end}\n"),
-                None => "none\n".to_string(),
-            },
+            api_dir: Some(self.settings.api_dir()),
+            files: slice_files(&state),
         };
-        for dir in [&plan.lower, &plan.root] {
+        for dir in [&plan.lower, &plan.root, &self.settings.api_dir()] {
             fs::create_dir_all(dir).map_err(io_err("making", dir))?;
         }
         let cgroup_dir = cgroup.open_dir()?;
@@ -613,7 +627,48 @@ impl NodeManager {
     /// Runs a command (or a shell) inside a running sliver. With
     /// `pty`, the returned [`Entered`] holds the terminal's master side.
     pub fn enter(&self, slice: &SliceName, options: &EnterOptions) -> Result<Entered, NodeError> {
+        self.enter_with_stdio(slice, options, None)
+    }
+
+    /// [`Self::enter`] with the command's stdin, stdout and stderr given
+    /// (without a terminal; a caller that passed its own descriptors, such
+    /// as an ssh login over the API).
+    pub fn enter_with_stdio(
+        &self,
+        slice: &SliceName,
+        options: &EnterOptions,
+        stdio: Option<[std::os::fd::BorrowedFd<'_>; 3]>,
+    ) -> Result<Entered, NodeError> {
         self.load(slice)?;
+        let plan = EnterPlan {
+            slice: slice.to_string(),
+            command: options.command.clone(),
+            as_slice_user: options.as_slice_user,
+            pty: options.pty,
+            term: options.term.clone(),
+            files: None,
+            run: true,
+            script: None,
+        };
+        let (cgroup_dir, pidfd) = self.running_init(slice)?;
+        spawn::start_enter(
+            &self.settings.helper_program,
+            cgroup_dir.as_fd(),
+            pidfd.as_fd(),
+            &plan,
+            stdio,
+        )
+        .map_err(|source| NodeError::Spawn {
+            slice: slice.clone(),
+            source,
+        })
+    }
+
+    /// The cgroup directory and a pidfd of PID 1 of a running sliver.
+    fn running_init(
+        &self,
+        slice: &SliceName,
+    ) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), NodeError> {
         let cgroup = self.cgroups()?.sliver(slice);
         let pid = find_init(&cgroup)?.ok_or_else(|| NodeError::NotRunning(slice.clone()))?;
         let pidfd = sys::pidfd_open(pid).map_err(|_| NodeError::NotRunning(slice.clone()))?;
@@ -621,24 +676,124 @@ impl NodeManager {
         if find_init(&cgroup)? != Some(pid) {
             return Err(NodeError::NotRunning(slice.clone()));
         }
-        let cgroup_dir = cgroup.open_dir()?;
+        Ok((cgroup.open_dir()?, pidfd))
+    }
+
+    /// Runs a node's script inside a running sliver (as root inside, or
+    /// as the slice's user): `command` with `run`'s timeout, capture and
+    /// treatment of a missing program.
+    pub fn run_script(
+        &self,
+        slice: &SliceName,
+        command: Vec<String>,
+        as_slice_user: bool,
+        run: ScriptRun,
+    ) -> Result<RunOutcome, NodeError> {
+        self.load(slice)?;
         let plan = EnterPlan {
             slice: slice.to_string(),
-            command: options.command.clone(),
-            as_slice_user: options.as_slice_user,
-            pty: options.pty,
-            term: options.term.clone(),
+            command,
+            as_slice_user,
+            pty: false,
+            term: None,
+            files: None,
+            run: true,
+            script: Some(run),
         };
-        spawn::start_enter(
+        self.inside(slice, &plan, Duration::from_secs(run.timeout_secs))
+    }
+
+    fn inside(
+        &self,
+        slice: &SliceName,
+        plan: &EnterPlan,
+        timeout: Duration,
+    ) -> Result<RunOutcome, NodeError> {
+        let (cgroup_dir, pidfd) = self.running_init(slice)?;
+        spawn::run_inside(
             &self.settings.helper_program,
             cgroup_dir.as_fd(),
             pidfd.as_fd(),
-            &plan,
+            plan,
+            // The helper enforces the script's timeout; this only stops
+            // waiting for a helper that itself hangs.
+            timeout + Duration::from_secs(30),
         )
         .map_err(|source| NodeError::Spawn {
             slice: slice.clone(),
             source,
         })
+    }
+
+    /// Rewrites the files the node keeps inside a running sliver (keys,
+    /// resources, lease, initscript) from its state; a stopped sliver gets
+    /// them at its next start.
+    pub fn refresh_files(&self, slice: &SliceName) -> Result<(), NodeError> {
+        let state = self.load(slice)?;
+        if find_init(&self.cgroups()?.sliver(slice))?.is_none() {
+            return Ok(());
+        }
+        let plan = EnterPlan {
+            slice: slice.to_string(),
+            command: Vec::new(),
+            as_slice_user: false,
+            pty: false,
+            term: None,
+            files: Some(slice_files(&state)),
+            run: false,
+            script: None,
+        };
+        self.inside(slice, &plan, Duration::from_secs(30))
+            .map(|_| ())
+    }
+
+    /// Changes a sliver's state file with `change` (under the lock) and
+    /// returns the new state.
+    pub fn update_state(
+        &self,
+        slice: &SliceName,
+        change: impl FnOnce(&mut SliverState),
+    ) -> Result<SliverState, NodeError> {
+        let _lock = self.lock()?;
+        let mut state = self.load(slice)?;
+        let before = state.clone();
+        change(&mut state);
+        // What the sliver is stays what it is.
+        state.slice = before.slice.clone();
+        state.ids = before.ids;
+        if state != before {
+            state.save(&self.settings.sliver_states())?;
+        }
+        Ok(state)
+    }
+
+    /// Puts a new rspec in effect: saved, and on a running sliver its
+    /// cgroup limits and disk quota written (each read back) and its
+    /// `resources` and lease files rewritten. Returns the limits read back.
+    pub fn set_rspec(&self, slice: &SliceName, rspec: &Rspec) -> Result<Enforcement, NodeError> {
+        rspec.validate().map_err(NodeError::Rspec)?;
+        let state = self.update_state(slice, |s| s.rspec = rspec.clone())?;
+        let limits = Limits::from_rspec(&state.rspec, &self.settings.defaults);
+        let mut enforcement = Enforcement::default();
+        let cgroups = self.cgroups()?;
+        let cgroup = cgroups.sliver(slice);
+        if cgroup.exists() {
+            match cgroups.check()? {
+                None => {
+                    enforcement.limits = Enforcement::limits_from(cgroup.apply(&limits.writes())?)
+                }
+                Some(u) if self.settings.require_limits => return Err(u.into()),
+                Some(u) => enforcement.limits_unavailable = Some(u.to_string()),
+            }
+        }
+        if let Err(unavailable) = self.dirs(slice).set_quota(&state.ids, limits.disk) {
+            if self.settings.require_quota {
+                return Err(unavailable.into());
+            }
+            enforcement.quota_unavailable = Some(unavailable.to_string());
+        }
+        self.refresh_files(slice)?;
+        Ok(enforcement)
     }
 
     /// After a boot or a crash: starts every sliver that should run and
@@ -731,6 +886,19 @@ fn floor_line(e: &(dyn std::error::Error + 'static)) -> String {
     floor::report::one_line(std::iter::successors(Some(e), |e| e.source()))
 }
 
+/// The files the node keeps inside a sliver, from its state.
+pub fn slice_files(state: &SliverState) -> SliceFiles {
+    SliceFiles {
+        authorized_keys: state.keys.to_file(),
+        resources: resources_file(state),
+        lease: match state.rspec.lease_end {
+            Some(end) => format!("{end}\n"),
+            None => "none\n".to_string(),
+        },
+        initscript: state.initscript.clone(),
+    }
+}
+
 /// The `resources` file of the Phase 0 spec: the slice and the rspec in
 /// effect, as TOML.
 fn resources_file(state: &SliverState) -> String {
@@ -745,7 +913,7 @@ fn resources_file(state: &SliverState) -> String {
     })
     .unwrap_or_default();
     format!(
-        "# The resources of slice {} on this node, rewritten by the node at every start.\n{body}",
+        "# The resources of slice {} on this node, rewritten by the node when they change.\n{body}",
         state.slice
     )
 }
@@ -772,6 +940,14 @@ pub fn find_init(cgroup: &SliverCgroup) -> Result<Option<i32>, CgroupError> {
         let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
+        // A PID 1 that died and was not reaped yet (nodemgr serve is its
+        // parent) is not a running sliver.
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("zombie"))
+        {
+            continue;
+        }
         let ids = ns_pids(&status);
         if ids.len() == depth + 1 && ids.last() == Some(&"1") {
             return Ok(Some(pid));

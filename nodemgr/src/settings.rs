@@ -17,6 +17,10 @@ pub const RUN_DIR: &str = "/run/plnode/nodemgr";
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The running deployment's reference root.
 pub const REFERENCE_ROOT: &str = "/plnode/current/sliver-ref";
+/// The API socket's file name in [`Settings::api_dir`].
+pub const API_SOCKET_NAME: &str = "nodemgr.sock";
+/// The API socket's well-known name (a link into the run directory).
+pub const API_SOCKET_LINK: &str = "/run/plnode/nodemgr.sock";
 /// The slivers' file system image on the node partition.
 pub const SLIVERS_IMAGE: &str = "/plnode/slivers.img";
 
@@ -46,6 +50,9 @@ pub struct Settings {
     pub first_id: u32,
     /// Most slivers (id ranges) on the node.
     pub max_slivers: u32,
+    /// How long a script run inside a sliver (the initscript, the
+    /// `PlanetLab-control` scripts) may take before it is killed.
+    pub script_timeout: std::time::Duration,
 }
 
 /// A setting that cannot work.
@@ -80,6 +87,7 @@ impl Settings {
             defaults: Defaults::default(),
             first_id: ids::DEFAULT_FIRST_ID,
             max_slivers: 4096,
+            script_timeout: std::time::Duration::from_secs(60),
         }
     }
 
@@ -132,6 +140,17 @@ impl Settings {
     /// The directory of the slivers' state files.
     pub fn sliver_states(&self) -> PathBuf {
         self.state_dir.join("slivers")
+    }
+
+    /// The directory of the API socket, bound read-only into every sliver
+    /// at `/run/plnode/api`.
+    pub fn api_dir(&self) -> PathBuf {
+        self.run_dir.join("api")
+    }
+
+    /// The API socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.api_dir().join(API_SOCKET_NAME)
     }
 
     /// The run-time directory of one sliver (its mount points).

@@ -90,6 +90,7 @@ fn clone_helper(
     argv0: &str,
     cgroup: BorrowedFd<'_>,
     namespaces: u64,
+    stdio: Option<[BorrowedFd<'_>; 3]>,
 ) -> Result<Started, SpawnError> {
     let program_fd = fs::File::open(program).map_err(|source| SpawnError::Exec {
         program: program.to_path_buf(),
@@ -105,6 +106,19 @@ fn clone_helper(
     .map_err(host("making a socket pair"))?;
     let child_sock = high_fd(child_sock.as_fd()).map_err(host("duplicating a descriptor"))?;
     let cgroup = high_fd(cgroup).map_err(host("duplicating a descriptor"))?;
+    let stdio = match stdio {
+        Some(fds) => {
+            let mut high = Vec::with_capacity(3);
+            for fd in fds {
+                high.push(high_fd(fd).map_err(host("duplicating a descriptor"))?);
+            }
+            Some(high)
+        }
+        None => None,
+    };
+    let stdio_raw: Option<[RawFd; 3]> = stdio
+        .as_ref()
+        .map(|h| [h[0].as_raw_fd(), h[1].as_raw_fd(), h[2].as_raw_fd()]);
 
     // Everything the child touches is prepared here.
     let arg0 = CString::new(argv0)
@@ -131,6 +145,13 @@ fn clone_helper(
             unsafe {
                 if libc::dup2(child_sock_raw, SOCKET_FD) < 0 {
                     libc::_exit(126);
+                }
+                if let Some(fds) = stdio_raw {
+                    for (target, fd) in fds.iter().enumerate() {
+                        if libc::dup2(*fd, target as libc::c_int) < 0 {
+                            libc::_exit(126);
+                        }
+                    }
                 }
                 let mut go = 0u8;
                 if libc::read(SOCKET_FD, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
@@ -255,7 +276,7 @@ pub fn start_init(
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWCGROUP) as u64;
-    let started = clone_helper(program, inside::INIT_NAME, cgroup, namespaces)?;
+    let started = clone_helper(program, inside::INIT_NAME, cgroup, namespaces, None)?;
     match finish_init(&started, program, ids, reference_root, plan, timeout) {
         Ok(()) => Ok(started),
         Err(e) => {
@@ -316,6 +337,7 @@ fn finish_init(
         Reply::Ready => Ok(()),
         Reply::Failed(e) => Err(SpawnError::Inside(e)),
         Reply::Exited(code) => Err(SpawnError::Protocol(format!("exited ({code})"))),
+        Reply::Ran(_) => Err(SpawnError::Protocol("answered with a script run".into())),
     }
 }
 
@@ -336,6 +358,9 @@ impl Entered {
                 Ok((Reply::Exited(code), _)) => break Ok(code),
                 Ok((Reply::Failed(e), _)) => break Err(SpawnError::Inside(e)),
                 Ok((Reply::Ready, _)) => continue,
+                Ok((Reply::Ran(_), _)) => {
+                    break Err(SpawnError::Protocol("answered with a script run".into()))
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -348,14 +373,16 @@ impl Entered {
 /// Starts `plan.command` inside the sliver whose PID 1 is `init` (a
 /// pidfd), in its cgroup: the helper joins the sliver's namespaces, takes
 /// the sliver root's (or the slice user's) ids and runs the command.
-/// Without a terminal the command uses the caller's stdio.
+/// Without a terminal the command uses `stdio` (stdin, stdout, stderr),
+/// or the caller's.
 pub fn start_enter(
     program: &Path,
     cgroup: BorrowedFd<'_>,
     init: BorrowedFd<'_>,
     plan: &inside::EnterPlan,
+    stdio: Option<[BorrowedFd<'_>; 3]>,
 ) -> Result<Entered, SpawnError> {
-    let started = clone_helper(program, inside::ENTER_NAME, cgroup, 0)?;
+    let started = clone_helper(program, inside::ENTER_NAME, cgroup, 0, stdio)?;
     let result = (|| {
         release(&started)?;
         let json = serde_json::to_vec(plan)
@@ -368,6 +395,9 @@ pub fn start_enter(
             (Reply::Exited(code), _) => Err(SpawnError::Protocol(format!(
                 "exited ({code}) before starting"
             ))),
+            (Reply::Ran(_), _) => Err(SpawnError::Protocol(
+                "answered a script run to an interactive request".into(),
+            )),
         }
     })();
     match result {
@@ -375,6 +405,46 @@ pub fn start_enter(
             started,
             pty_master: if plan.pty { pty_master } else { None },
         }),
+        Err(e) => {
+            kill_and_reap(&started);
+            Err(e)
+        }
+    }
+}
+
+/// Runs a node's script (or only writes files, `plan.run == false`)
+/// inside the sliver whose PID 1 is `init`, and waits for its outcome; the
+/// helper enforces the script's own timeout, `timeout` only stops waiting
+/// for a helper that hangs (then it is killed).
+pub fn run_inside(
+    program: &Path,
+    cgroup: BorrowedFd<'_>,
+    init: BorrowedFd<'_>,
+    plan: &inside::EnterPlan,
+    timeout: Duration,
+) -> Result<inside::RunOutcome, SpawnError> {
+    let started = clone_helper(program, inside::ENTER_NAME, cgroup, 0, None)?;
+    let result = (|| {
+        release(&started)?;
+        let json = serde_json::to_vec(plan)
+            .map_err(|e| host("encoding the request")(io::Error::other(e)))?;
+        inside::send(started.socket.as_fd(), &json, &[init.as_raw_fd()])
+            .map_err(host("sending the request"))?;
+        match await_reply(&started, program, Some(timeout))?.0 {
+            Reply::Ran(outcome) => Ok(outcome),
+            Reply::Failed(e) => Err(SpawnError::Inside(e)),
+            Reply::Exited(code) => Err(SpawnError::Protocol(format!("exited ({code})"))),
+            Reply::Ready => Err(SpawnError::Protocol(
+                "answered Ready to a script run".into(),
+            )),
+        }
+    })();
+    match result {
+        Ok(outcome) => {
+            // SAFETY: waitpid on our own child, which has answered and exits.
+            unsafe { libc::waitpid(started.pid, std::ptr::null_mut(), 0) };
+            Ok(outcome)
+        }
         Err(e) => {
             kill_and_reap(&started);
             Err(e)

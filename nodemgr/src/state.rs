@@ -39,6 +39,28 @@ pub struct SliverState {
     pub created: Timestamp,
     /// Whether it should be running.
     pub desired: Desired,
+    /// Who made it, and so who may take it away.
+    #[serde(default)]
+    pub origin: Origin,
+    /// The server's initscript for the slice, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initscript: Option<String>,
+    /// The once-after-creation steps (initscript, `configure`) have run.
+    #[serde(default)]
+    pub configured: bool,
+}
+
+/// Who made a sliver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The boot server assigned the slice to the node: reconciliation
+    /// creates, changes and removes it to match the server.
+    Server,
+    /// Made on the node (staff's command line, a broker's bind): the
+    /// server's list leaves it alone; its lease still ends it.
+    #[default]
+    Local,
 }
 
 /// What went wrong with a state file.

@@ -177,6 +177,8 @@ pub fn build_packages_with(
     }
     let mut binaries = BTreeMap::new();
     binaries.insert("init".to_string(), init.to_path_buf());
+    // The node manager is in every base (config/examples/nodeos.toml).
+    binaries.insert("nodemgr".to_string(), artifacts::build_nodemgr()?);
     binaries.insert("sensors".to_string(), artifacts::build_sensors()?);
     let opts = mkimage::build::BuildOptions {
         spec,
@@ -250,7 +252,12 @@ impl Shared {
         let base = target_dir().join("qemu-world");
         fs::create_dir_all(&base).map_err(fail("creating the cache"))?;
         let _lock = DirLock::take(&base.join(".lock"))?;
-        let stamp_key = format!("{CACHE_VERSION} init={}", file_digest(&init)?);
+        let nodemgr = artifacts::build_nodemgr()?;
+        let stamp_key = format!(
+            "{CACHE_VERSION} init={} nodemgr={}",
+            file_digest(&init)?,
+            file_digest(&nodemgr)?
+        );
         let dir = base.join("current");
         let shared = Shared {
             init: init.clone(),
@@ -492,6 +499,41 @@ impl BootServer {
                 .join("\n"),
             Err(e) => format!("(cannot read the node log: {e})"),
         }
+    }
+}
+
+impl BootServer {
+    /// `bootserver slice create` + `slice add-key` + `slice add-node`: a
+    /// slice with `rspec`, `initscript` and the users' `keys`, assigned to
+    /// `node`, its lease ending in 30 days.
+    pub fn assign_slice(
+        &self,
+        slice: &str,
+        rspec: config::rspec::Rspec,
+        initscript: Option<&str>,
+        keys: &[String],
+        node: u64,
+    ) -> anyhow::Result<()> {
+        use bootserver::admin::{LeaseEnd, SliceSpec};
+        let admin = self.admin()?;
+        let name: bootserver::model::SliceName = slice.parse()?;
+        admin.create_slice(&SliceSpec {
+            name: name.clone(),
+            description: String::new(),
+            rspec,
+            initscript: initscript.map(str::to_string),
+            lease: LeaseEnd::DaysFromNow(30),
+        })?;
+        let keys = keys
+            .iter()
+            .map(|k| k.parse())
+            .collect::<Result<Vec<bootserver::model::SshPublicKey>, _>>()?;
+        admin.add_slice_keys(&name, &keys)?;
+        admin.add_nodes_to_slice(
+            &name,
+            &[bootserver::admin::NodeRef::Id(config::node::NodeId(node))],
+        )?;
+        Ok(())
     }
 }
 

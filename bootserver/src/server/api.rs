@@ -303,6 +303,15 @@ pub async fn checkin(State(app): State<Arc<App>>, req: Request) -> Response {
             if let WriteOutcome::CheckedIn(hints) = outcome {
                 reply.hints = hints;
             }
+            // The node's slices changed since it last fetched them: its
+            // node manager polls now instead of at its next interval.
+            let now = Timestamp::now();
+            let slivers = app
+                .reads
+                .with(|c| registry::slivers_for_node(c, a.node.id, now))
+                .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
+                .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
+            reply.hints.slices_changed = app.slivers_seen.changed(a.node.id, &slivers);
             Ok(Signed(reply, a.signer).into_response())
         },
     )
@@ -404,6 +413,7 @@ pub async fn slivers(State(app): State<Arc<App>>, req: Request) -> Response {
             .with(|c| registry::slivers_for_node(c, a.node.id, now))
             .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?
             .map_err(|e| Failure::internal_error(&e).signed(&a.signer))?;
+        app.slivers_seen.record(a.node.id, &slivers);
         let reply = SliversResponse {
             node_id: a.node.id,
             generated_at: now,

@@ -4,6 +4,7 @@
 mod api;
 mod reply;
 mod repo;
+pub mod slivers_seen;
 mod status;
 
 use std::net::SocketAddr;
@@ -111,6 +112,9 @@ pub struct App {
     pub replay: ReplayCache,
     pub repo: RepoFiles,
     pub started_at: Timestamp,
+    /// What each node last fetched from `GET slivers` (for the check-in
+    /// hint that its slices changed).
+    pub slivers_seen: slivers_seen::SliversSeen,
 }
 
 /// The client's address, put on each request by the accept loop.
@@ -177,6 +181,7 @@ impl Server {
             replay,
             repo: RepoFiles::new(&workdir.repo_link()),
             started_at: Timestamp::now(),
+            slivers_seen: Default::default(),
         });
         let listener = TcpListener::bind(listen)
             .await

@@ -698,7 +698,10 @@ fn sequence(boot: &mut Boot) -> Result<std::convert::Infallible, Stop> {
         floor,
         Some((node.node_id, node.key.clone())),
     )
-    .map_err(|error| Failure { step: "tls", error })?;
+    .map_err(|error| Failure {
+        step: "tls",
+        error: error.into(),
+    })?;
     let http = client.http().clone();
     let server = Arc::new(Mutex::new(client));
     let reporter = Reporter::start(server.clone());

@@ -242,3 +242,23 @@ pub fn host_mounts_with(needle: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Serves the node manager's API for `service` on its socket, from a
+/// runtime of its own, until the test process ends.
+pub fn start_api(service: &nodemgr::service::Service) {
+    let service = service.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = nodemgr::serve::open_api_socket(&service, None).expect("the API socket");
+            tx.send(()).expect("the test waits");
+            nodemgr::api::serve(service, listener, std::future::pending()).await;
+        });
+    });
+    rx.recv().expect("the API thread started");
+}

@@ -31,6 +31,9 @@ struct Args {
     timeout: u64,
 }
 
+/// The slice the demo assigns to its node.
+const DEMO_SLICE: &str = "demo_hello";
+
 /// The steps shown, in order: the marker name (DESIGN.md §5) and what it means.
 const STEPS: &[(&str, &str)] = &[
     ("banner", "CD booted, init running"),
@@ -49,6 +52,7 @@ const STEPS: &[(&str, &str)] = &[
     ("boot/handover", "handed over (switch_root)"),
     ("supervisor/start", "installed node's supervisor running"),
     ("service/sshd", "ssh service up"),
+    ("service/nodemgr", "node manager up (slivers)"),
     ("supervisor/checkin", "node checked in with run level boot"),
 ];
 
@@ -76,7 +80,7 @@ fn say(what: &str) {
 fn run(args: &Args) -> anyhow::Result<()> {
     say("building the node OS packages, the signed repository and the signed boot CD (cached after the first run)");
     let (staff_key, staff_pub) = qemu_tests::ssh::staff_key()?;
-    let lab = match Lab::with_staff_keys("demo", &[staff_pub]) {
+    let lab = match Lab::with_staff_keys("demo", std::slice::from_ref(&staff_pub)) {
         Ok(lab) => lab,
         Err(ArtifactError::Unavailable(why)) => {
             return Err(anyhow!(
@@ -102,6 +106,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
         node.id,
         node.hostname,
         node.config.display()
+    ));
+    // A slice for the node: its sliver is made when the node manager first
+    // polls the server, and its user (here: the staff key) logs in to it.
+    lab.server
+        .assign_slice(
+            DEMO_SLICE,
+            config::rspec::Rspec {
+                pids: Some(128),
+                ..config::rspec::Rspec::default()
+            },
+            Some("#!/bin/sh\necho 'made by the slice initscript' > /etc/hello\n"),
+            std::slice::from_ref(&staff_pub),
+            node.id,
+        )
+        .context("assigning a slice to the node")?;
+    say(&format!(
+        "slice {DEMO_SLICE} assigned to the node (bootserver slice create / add-key / add-node)"
     ));
     let iso = lab.node_iso(&node)?;
     say(&format!(
@@ -146,6 +167,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "echo \"logged in to $(hostname) as $(id -un)\"; grep PRETTY_NAME /etc/os-release; uptime",
     )?;
     eprintln!("    {}", answer.trim().replace('\n', "\n    "));
+    let sliver = qemu_tests::ssh::Ssh {
+        user: DEMO_SLICE.into(),
+        ..ssh.clone()
+    };
+    say(&format!(
+        "logging in over ssh as the slice {DEMO_SLICE}: the login lands inside its sliver"
+    ));
+    let answer = sliver.run_ok(
+        "echo \"in the sliver as $(id -un) (uid $(id -u) inside)\"; cat /etc/hello; ps -o pid,user,comm",
+    )?;
+    eprintln!("    {}", answer.trim().replace('\n', "\n    "));
     eprintln!();
     eprintln!("Where to look:");
     eprintln!("  status page:   https://127.0.0.1:{}/status  (CA: {}; e.g. curl --cacert {} https://localhost:{}/status.json)", lab.server.port, shared.ca_pem.display(), shared.ca_pem.display(), lab.server.port);
@@ -169,7 +201,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "  (with --keep-running)"
         }
     );
-    eprintln!("  slivers:       not yet: the node manager (slivers, and ssh into them) is a later piece of work; the node runs its services and checks in");
+    eprintln!(
+        "  sliver:        {}   (nodemgr list / show / enter {DEMO_SLICE} as staff)",
+        sliver.command_line().join(" ")
+    );
     if args.keep_running {
         eprintln!();
         say("the node and the boot server keep running; Ctrl-C stops both");

@@ -50,6 +50,7 @@ mod tests {
         assert!(to_wake(&spec.services, &Hints::default()).is_empty());
         let on = Hints {
             check_updates: true,
+            ..Hints::default()
         };
         assert_eq!(
             to_wake(&spec.services, &on),

@@ -1,0 +1,215 @@
+//! acquire + bind over the node manager's local API (D-Bus on its Unix
+//! socket), which makes and starts a sliver, against the same two calls
+//! made in-process (no D-Bus) and a bare create+start, in the same run;
+//! and against the NSDI paper's figure for acquire+bind (0.15 s). Root
+//! only; uses the host's cgroup2 hierarchy (a directory of its own,
+//! removed at the end).
+//!
+//! `cargo run --release -p bench --bin nodemgr_api -- --help`
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use nodemgr::admission::Capacity;
+use nodemgr::api_client::ApiClient;
+use nodemgr::rcap::Principal;
+use nodemgr::service::Service;
+use nodemgr::settings::Settings;
+use nodemgr::storage::SliversFs;
+use nodemgr::{AuthorizedKeys, NodeManager, SliceName};
+
+/// The paper's acquire+bind (PlanetLab, 2004).
+const PAPER_SECS: f64 = 0.15;
+
+#[derive(Parser)]
+#[command(
+    about = "acquire+bind over the node manager's D-Bus API, in-process, and bare create+start"
+)]
+struct Args {
+    /// Measured cycles per way (each makes, starts and deletes a sliver).
+    #[arg(long, default_value_t = 30)]
+    trials: usize,
+}
+
+fn main() -> ExitCode {
+    // The slivers' PID 1 and helpers are this program.
+    if let Some(code) = nodemgr::helper_main() {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nodemgr_api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A cgroup directory of our own, emptied and removed on drop.
+struct CgroupDir(PathBuf);
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..2000 {
+            if !fs::read_to_string(self.0.join("cgroup.events"))
+                .is_ok_and(|e| e.contains("populated 1"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        remove_tree(&self.0);
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+fn reference_root(dir: &Path) -> anyhow::Result<PathBuf> {
+    let spec = mkimage::spec::SliverRefSpec {
+        version: None,
+        flavour: mkimage::spec::SliverFlavour::Busybox,
+        suite: String::new(),
+        mirror: String::new(),
+        busybox: "/bin/busybox".into(),
+    };
+    let package = mkimage::packages::sliver_ref_package(&spec, "bench")?
+        .map_err(|s| anyhow!("sliver-ref skipped: {}", s.reason))?;
+    let tar = mkimage::archive::write_tar(
+        &package.tree,
+        Vec::new(),
+        mkimage::Mtime(1_795_000_000),
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    let root = dir.join("sliver-ref");
+    let mut archive = tar::Archive::new(&tar[..]);
+    archive.set_preserve_permissions(true);
+    archive.unpack(&root)?;
+    Ok(root)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(what: &str, mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let p50 = percentile(&ms, 0.5);
+    println!(
+        "  {what:<40} p50 {p50:>8.2} ms  p99 {:>8.2} ms   paper/ours {:>6.1}x",
+        percentile(&ms, 0.99),
+        PAPER_SECS * 1000.0 / p50
+    );
+    p50
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root (namespaces, id maps, cgroups)");
+    }
+    let cgroup2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").is_file())
+        .ok_or_else(|| anyhow!("no cgroup2 hierarchy"))?;
+    let work = tempfile::Builder::new()
+        .prefix("bench-nodemgr-api-")
+        .tempdir()?;
+    let cgroup = CgroupDir(cgroup2.join(format!("plnode-bench-api-{}", std::process::id())));
+    fs::create_dir(&cgroup.0).context("making the bench's cgroup")?;
+    let fs_dir = work.path().join("fs");
+    fs::create_dir(&fs_dir)?;
+    let mut settings = Settings::node();
+    settings.state_dir = work.path().join("state");
+    settings.run_dir = work.path().join("run");
+    settings.cgroup_root = cgroup.0.clone();
+    settings.reference_root = reference_root(work.path())?;
+    settings.slivers_fs = SliversFs::Dir(fs_dir);
+    settings.helper_program = std::env::current_exe()?;
+    settings.require_limits = false;
+    settings.require_quota = false;
+    let manager = NodeManager::open(settings.clone())?;
+    let service = Service::new(manager.clone(), Capacity::default());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(async { nodemgr::serve::open_api_socket(&service, None) })?;
+    runtime.spawn(nodemgr::api::serve(
+        service.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let api = ApiClient::connect(&settings.api_socket())?
+        .ok_or_else(|| anyhow!("the API does not listen"))?;
+    let rspec_toml = "cpu_share = 2\npids = 64\n";
+    let rspec: config::rspec::Rspec = toml::from_str(rspec_toml)?;
+
+    println!(
+        "acquire+bind (makes and starts a sliver), {} cycles each, busybox reference root, on this host:",
+        args.trials
+    );
+    let (mut over_api, mut acquire_only) = (Vec::new(), Vec::new());
+    for i in 0..args.trials {
+        let slice = format!("bench_api_{i}");
+        let t = Instant::now();
+        let rcap = api.acquire(rspec_toml)?;
+        acquire_only.push(t.elapsed().as_secs_f64() * 1000.0);
+        api.bind(&slice, &rcap)?;
+        over_api.push(t.elapsed().as_secs_f64() * 1000.0);
+        api.delete(&slice)?;
+    }
+    let mut in_process = Vec::new();
+    for i in 0..args.trials {
+        let slice = SliceName::new(&format!("bench_lib_{i}"))?;
+        let t = Instant::now();
+        let rcap = service.acquire(&Principal::Node, &rspec)?;
+        service.bind(&Principal::Node, &slice, &rcap)?;
+        in_process.push(t.elapsed().as_secs_f64() * 1000.0);
+        service.delete(&Principal::Node, &slice)?;
+    }
+    let mut bare = Vec::new();
+    for i in 0..args.trials {
+        let slice = SliceName::new(&format!("bench_bare_{i}"))?;
+        let t = Instant::now();
+        manager.create_and_start(&slice, &rspec, &AuthorizedKeys::default())?;
+        bare.push(t.elapsed().as_secs_f64() * 1000.0);
+        manager.delete(&slice)?;
+    }
+    report("acquire alone, over D-Bus", acquire_only);
+    let api_p50 = report("acquire+bind over D-Bus", over_api);
+    let lib_p50 = report("acquire+bind in-process (no D-Bus)", in_process);
+    let bare_p50 = report("create+start, no rcap (part 1's path)", bare);
+    println!(
+        "  D-Bus costs {:.2} ms per acquire+bind ({:.2}x in-process); rcaps and admission {:.2} ms over bare create+start",
+        api_p50 - lib_p50,
+        api_p50 / lib_p50,
+        lib_p50 - bare_p50
+    );
+    println!(
+        "  the paper's acquire+bind: {:.0} ms; ours over the API: {api_p50:.2} ms ({:.0}x faster)",
+        PAPER_SECS * 1000.0,
+        PAPER_SECS * 1000.0 / api_p50
+    );
+    drop(api);
+    Ok(())
+}
