@@ -121,60 +121,27 @@ pub fn build_init() -> Result<PathBuf, ArtifactError> {
 /// Builds the static `nodemgr` (musl, `node` profile) like [`build_init`];
 /// `PLNODE_NODEMGR=/path` uses that binary instead.
 pub fn build_nodemgr() -> Result<PathBuf, ArtifactError> {
-    if let Some(given) = std::env::var_os("PLNODE_NODEMGR") {
-        let given = PathBuf::from(given);
-        if !given.is_file() {
-            return Err(ArtifactError::Failed(format!(
-                "PLNODE_NODEMGR={}: no such file",
-                given.display()
-            )));
-        }
-        return Ok(given);
-    }
-    if !musl_target_installed() {
-        return Err(ArtifactError::Unavailable(format!(
-            "the Rust target {MUSL_TARGET} is not installed (rustup target add {MUSL_TARGET})"
-        )));
-    }
-    let target = target_dir();
-    let status = Command::new(cargo())
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "nodemgr",
-            "--profile",
-            "node",
-            "--target",
-            MUSL_TARGET,
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .map_err(|e| ArtifactError::Failed(format!("running cargo: {e}")))?;
-    if !status.success() {
-        return Err(ArtifactError::Failed(format!(
-            "cargo build -p nodemgr --target {MUSL_TARGET} failed ({status})"
-        )));
-    }
-    let binary = target.join(MUSL_TARGET).join("node").join("nodemgr");
-    if !binary.is_file() {
-        return Err(ArtifactError::Failed(format!(
-            "{} was not built",
-            binary.display()
-        )));
-    }
-    Ok(binary)
+    build_node_binary("nodemgr", "PLNODE_NODEMGR")
 }
 
-/// Builds the static `sensors` (musl, `node` profile) like [`build_init`];
-/// `PLNODE_SENSORS=/path` uses that binary instead.
+/// Builds the static `sensors`; `PLNODE_SENSORS=/path` uses that binary instead.
 pub fn build_sensors() -> Result<PathBuf, ArtifactError> {
-    if let Some(given) = std::env::var_os("PLNODE_SENSORS") {
+    build_node_binary("sensors", "PLNODE_SENSORS")
+}
+
+/// Builds the static `bwcap`; `PLNODE_BWCAP=/path` uses that binary instead.
+pub fn build_bwcap() -> Result<PathBuf, ArtifactError> {
+    build_node_binary("bwcap", "PLNODE_BWCAP")
+}
+
+/// Builds package `name`'s binary of the same name for the node (musl,
+/// `node` profile), or takes the file `$env` names.
+fn build_node_binary(name: &str, env: &str) -> Result<PathBuf, ArtifactError> {
+    if let Some(given) = std::env::var_os(env) {
         let given = PathBuf::from(given);
         if !given.is_file() {
             return Err(ArtifactError::Failed(format!(
-                "PLNODE_SENSORS={}: no such file",
+                "{env}={}: no such file",
                 given.display()
             )));
         }
@@ -192,7 +159,7 @@ pub fn build_sensors() -> Result<PathBuf, ArtifactError> {
             "build",
             "--quiet",
             "-p",
-            "sensors",
+            name,
             "--profile",
             "node",
             "--target",
@@ -203,10 +170,10 @@ pub fn build_sensors() -> Result<PathBuf, ArtifactError> {
         .map_err(|e| ArtifactError::Failed(format!("running cargo: {e}")))?;
     if !status.success() {
         return Err(ArtifactError::Failed(format!(
-            "cargo build -p sensors --target {MUSL_TARGET} failed ({status})"
+            "cargo build -p {name} --target {MUSL_TARGET} failed ({status})"
         )));
     }
-    let binary = target.join(MUSL_TARGET).join("node").join("sensors");
+    let binary = target.join(MUSL_TARGET).join("node").join(name);
     if !binary.is_file() {
         return Err(ArtifactError::Failed(format!(
             "{} was not built",

@@ -180,6 +180,7 @@ pub fn build_packages_with(
     // The node manager is in every base (config/examples/nodeos.toml).
     binaries.insert("nodemgr".to_string(), artifacts::build_nodemgr()?);
     binaries.insert("sensors".to_string(), artifacts::build_sensors()?);
+    binaries.insert("bwcap".to_string(), artifacts::build_bwcap()?);
     let opts = mkimage::build::BuildOptions {
         spec,
         spec_dir: examples,
@@ -253,10 +254,14 @@ impl Shared {
         fs::create_dir_all(&base).map_err(fail("creating the cache"))?;
         let _lock = DirLock::take(&base.join(".lock"))?;
         let nodemgr = artifacts::build_nodemgr()?;
+        let sensors = artifacts::build_sensors()?;
+        let bwcap = artifacts::build_bwcap()?;
         let stamp_key = format!(
-            "{CACHE_VERSION} init={} nodemgr={}",
+            "{CACHE_VERSION} init={} nodemgr={} sensors={} bwcap={}",
             file_digest(&init)?,
-            file_digest(&nodemgr)?
+            file_digest(&nodemgr)?,
+            file_digest(&sensors)?,
+            file_digest(&bwcap)?
         );
         let dir = base.join("current");
         let shared = Shared {

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use config::rspec::Rspec;
+use config::units::{ByteSize, Rate};
 use qemu_tests::qemu::Firmware;
 use qemu_tests::ssh::{staff_key, Ssh};
 use qemu_tests::world::{free_port, Boot, Follow, Lab};
@@ -36,6 +37,8 @@ fn lab(name: &str, staff_keys: &[String]) -> Option<Lab> {
 fn rspec(pids: u32) -> Rspec {
     Rspec {
         pids: Some(pids),
+        disk: Some(ByteSize::mib(16)),
+        net_max_rate: Rate::mbit(8),
         ..Rspec::default()
     }
 }
@@ -67,6 +70,15 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
         return;
     };
     let node = lab.add_node("node1", &[]).unwrap();
+    // The site's cap for the node, which reaches it in the slivers answer.
+    lab.server
+        .admin()
+        .unwrap()
+        .set_bwcap(
+            &bootserver::admin::NodeRef::Id(config::node::NodeId(node.id)),
+            Some(Rate::mbit(20)),
+        )
+        .unwrap();
     // Two slices before the node exists: made at nodemgr's first poll.
     for slice in ["pl_alpha", "pl_beta"] {
         lab.server
@@ -111,6 +123,26 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(slice))
         });
     }
+
+    // The caps: the node's from the server, each sliver's from its rspec,
+    // programmed by nodemgr through bwcap and shown by `bwcap show`.
+    let mut shown = String::new();
+    until("bwcap shows both slivers under the node cap", 120, || {
+        shown = staff.run_ok("bwcap show").unwrap_or_default();
+        shown.contains("node cap 20mbit")
+            && shown.contains("[slice pl_alpha]")
+            && shown.contains("[slice pl_beta]")
+    });
+    assert!(shown.contains("8mbit"), "the rspec's ceiling: {shown}");
+
+    // The rspec's disk quota holds against the sliver's own root.
+    let quota = as_slice("pl_alpha")
+        .run_ok("dd if=/dev/zero of=$HOME/fill bs=1M count=64 2>&1; rm -f $HOME/fill; echo end")
+        .unwrap();
+    assert!(quota.contains("Disk quota exceeded"), "{quota}");
+
+    // The sensors: a sliver reads /slivers and sees both; /metrics passes promtool.
+    qemu_tests::checks::sensors(&staff, &["pl_alpha", "pl_beta"]).unwrap();
 
     // An ssh login as the slice lands inside, as the slice's user, and
     // sees its sliver's processes only.
