@@ -77,7 +77,11 @@ fn a_tampered_package_is_refused_and_the_disk_left_alone() {
         shown["report"]["last_error"]["step"], "reinstall/download",
         "{shown:#}"
     );
-    assert!(lab.server.node_log(node.id).contains("hash mismatch"));
+    let log = lab.server.node_log(node.id);
+    assert!(
+        log.contains("reinstall/download") && log.contains("differs from the signed"),
+        "{log}"
+    );
     assert!(
         same_disk_contents(&disk.path, &pristine.path).unwrap(),
         "the disk was written to"
