@@ -66,6 +66,17 @@ pub enum BudgetState {
     Exhausted,
 }
 
+impl BudgetState {
+    /// Its name, as serialised (`normal`, `throttled`, `exhausted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetState::Normal => "normal",
+            BudgetState::Throttled => "throttled",
+            BudgetState::Exhausted => "exhausted",
+        }
+    }
+}
+
 /// The ceiling a sliver gets now: its `normal` ceiling below the threshold,
 /// else `(bytes left × 8) / (seconds left)` kept between `guaranteed` and `normal`.
 pub fn ceiling(

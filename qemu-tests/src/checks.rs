@@ -25,6 +25,7 @@ pub fn sensors(ssh: &Ssh, slices: &[&str]) -> anyhow::Result<String> {
         "load",
         "meminfo",
         "slivers",
+        "bandwidth",
         "events",
         "connections",
         "metrics",
@@ -55,15 +56,29 @@ pub fn sensors(ssh: &Ssh, slices: &[&str]) -> anyhow::Result<String> {
         }
         seen = table;
     }
+    // bwcap shapes every sliver: each has a row of traffic and budget.
+    let bandwidth = ssh.run_ok(&format!(
+        "wget -qO- {base}/bandwidth/name/day_bytes/budget_left_bytes"
+    ))?;
+    for slice in slices {
+        ensure!(
+            bandwidth.lines().any(|l| l.starts_with(&format!("{slice},"))),
+            "/bandwidth has no row for {slice}:\n{bandwidth}"
+        );
+    }
     let metrics = ssh.run_ok(&format!("wget -qO- {base}/metrics"))?;
     for slice in slices {
         ensure!(
             metrics.contains(&format!("plnode_sliver_running{{slice=\"{slice}\"}} 1")),
             "/metrics has no running series for {slice}"
         );
+        ensure!(
+            metrics.contains(&format!("plnode_sliver_budget_left_bytes{{slice=\"{slice}\"}} ")),
+            "/metrics has no budget series for {slice}"
+        );
     }
     promtool(&metrics)?;
-    Ok(format!("{index}\n{node}\n{seen}"))
+    Ok(format!("{index}\n{node}\n{seen}\n{bandwidth}"))
 }
 
 /// `promtool check metrics` on `text`.

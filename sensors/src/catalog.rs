@@ -46,6 +46,8 @@ pub enum Sensor {
     Node,
     /// Slivers: state, shares, usage, limits, lease.
     Slivers,
+    /// Slivers' traffic over the last minute, hour and day, and budgets.
+    Bandwidth,
     /// Node events (sliver lifecycle, check-ins, updates), streamed.
     Events,
     /// The last outgoing connections of each slice, then new ones as made.
@@ -124,6 +126,21 @@ const SLIVERS: &[Column] = columns![
     "disk_quota_bytes": "its disk quota",
     "lease_end": "when its lease ends (RFC 3339)",
 ];
+const BANDWIDTH: &[Column] = columns![
+    "name": "the slice",
+    "minute_bytes": "bytes it sent in the last 60 seconds",
+    "minute_packets": "packets it sent in the last 60 seconds",
+    "hour_bytes": "bytes it sent in the last hour",
+    "hour_packets": "packets it sent in the last hour",
+    "day_bytes": "bytes it sent in the last 24 hours",
+    "day_packets": "packets it sent in the last 24 hours",
+    "guaranteed_bps": "its guaranteed rate, bits per second",
+    "ceiling_bps": "its ceiling in force, bits per second",
+    "budget_bytes": "its daily byte budget",
+    "budget_left_bytes": "bytes left in the current budget period",
+    "budget_state": "normal, throttled (past 80 %) or exhausted",
+    "period_end": "when the budget period ends (RFC 3339)",
+];
 /// Columns of the `events` sensor.
 pub const EVENTS: &[Column] = columns![
     "kind": "checkin, update, or sliver",
@@ -143,7 +160,7 @@ pub const CONNECTIONS: &[Column] = columns![
 
 impl Sensor {
     /// Every sensor, in the order `/` lists them.
-    pub const ALL: [Sensor; 11] = [
+    pub const ALL: [Sensor; 12] = [
         Sensor::Load,
         Sensor::Load5,
         Sensor::Uptime,
@@ -153,6 +170,7 @@ impl Sensor {
         Sensor::Net,
         Sensor::Node,
         Sensor::Slivers,
+        Sensor::Bandwidth,
         Sensor::Events,
         Sensor::Connections,
     ];
@@ -174,6 +192,7 @@ impl Sensor {
             Sensor::Net => "net",
             Sensor::Node => "node",
             Sensor::Slivers => "slivers",
+            Sensor::Bandwidth => "bandwidth",
             Sensor::Events => "events",
             Sensor::Connections => "connections",
         }
@@ -191,6 +210,9 @@ impl Sensor {
             Sensor::Net => "network interfaces and their counters",
             Sensor::Node => "the node's id, host name, versions and boot state",
             Sensor::Slivers => "slivers: state, CPU share, memory, processes, disk, lease",
+            Sensor::Bandwidth => {
+                "per sliver: bytes and packets sent in the last minute, hour and day; rates; budget left"
+            }
             Sensor::Events => "sliver lifecycle, check-ins and updates, as they happen",
             Sensor::Connections => {
                 "the last outgoing connections of each slice, then new ones as they are seen"
@@ -210,6 +232,7 @@ impl Sensor {
             Sensor::Net => NET,
             Sensor::Node => NODE,
             Sensor::Slivers => SLIVERS,
+            Sensor::Bandwidth => BANDWIDTH,
             Sensor::Events => EVENTS,
             Sensor::Connections => CONNECTIONS,
         }
@@ -234,6 +257,7 @@ impl Sensor {
             Sensor::Net => Source::Net,
             Sensor::Node => Source::Node,
             Sensor::Slivers => Source::Slivers,
+            Sensor::Bandwidth => Source::Bandwidth,
             Sensor::Events | Sensor::Connections => return None,
         })
     }
@@ -318,6 +342,25 @@ impl Sensor {
                         s.disk_used.to_string(),
                         s.disk_quota.to_string(),
                         s.lease_end.map(|t| t.to_string()).unwrap_or_default(),
+                    ]);
+                }
+            }
+            (Sensor::Bandwidth, Reading::Bandwidth(slivers)) => {
+                for s in slivers {
+                    t.push(vec![
+                        s.slice.to_string(),
+                        s.last_minute.bytes.to_string(),
+                        s.last_minute.packets.to_string(),
+                        s.last_hour.bytes.to_string(),
+                        s.last_hour.packets.to_string(),
+                        s.last_day.bytes.to_string(),
+                        s.last_day.packets.to_string(),
+                        s.guaranteed.bits_per_sec().to_string(),
+                        s.ceiling.bits_per_sec().to_string(),
+                        s.daily_budget.bytes().to_string(),
+                        s.budget_left.to_string(),
+                        s.budget_state.as_str().into(),
+                        s.period_end.to_string(),
                     ]);
                 }
             }

@@ -104,6 +104,9 @@ pub struct SourceArgs {
     /// The cgroup2 hierarchy (slivers are in slivers/<slice>).
     #[arg(long, value_name = "DIR", default_value = nodemgr::settings::CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
+    /// bwcap's state directory (per-sliver counters and budgets).
+    #[arg(long, value_name = "DIR", default_value = bwcap::DEFAULT_STATE_DIR)]
+    pub bwcap_state_dir: PathBuf,
     /// The slivers' file system when it is a directory (build hosts);
     /// by default nodemgr's image mount.
     #[arg(long, value_name = "DIR")]

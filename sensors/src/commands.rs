@@ -43,6 +43,7 @@ fn apply_sources(settings: &mut Settings, args: &SourceArgs) {
         floor::journal::Journal::new(args.journal.clone(), config::events::JOURNAL_MAX_BYTES);
     settings.nodemgr.state_dir = args.nodemgr_state_dir.clone();
     settings.nodemgr.cgroup_root = args.cgroup_root.clone();
+    settings.bwcap_state_dir = args.bwcap_state_dir.clone();
     if let Some(dir) = &args.slivers_dir {
         settings.nodemgr.slivers_fs = nodemgr::storage::SliversFs::Dir(dir.clone());
     }
@@ -95,6 +96,7 @@ fn read(args: ReadArgs) -> anyhow::Result<()> {
         node_config: settings.node_config,
         handover: settings.handover,
         nodemgr: settings.nodemgr,
+        bwcap_state_dir: settings.bwcap_state_dir,
         last_checkin: Arc::new(Mutex::new(None)),
     };
     let parts = sensors::server::segments(&args.path).map_err(anyhow::Error::msg)?;

@@ -40,6 +40,7 @@ pub fn app(settings: &Settings) -> std::io::Result<Arc<server::App>> {
         node_config: settings.node_config.clone(),
         handover: settings.handover.clone(),
         nodemgr: settings.nodemgr.clone(),
+        bwcap_state_dir: settings.bwcap_state_dir.clone(),
         last_checkin: last_checkin.clone(),
     });
     let events = events::start(settings.journal.clone(), last_checkin);

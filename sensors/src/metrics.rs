@@ -273,6 +273,7 @@ impl Families {
                     Value::Int(1),
                 )],
             ),
+            Reading::Bandwidth(slivers) => self.bandwidth(slivers),
             Reading::Slivers(slivers) => {
                 let slice =
                     |s: &crate::sources::SliverFigures| vec![("slice", s.slice.to_string())];
@@ -329,6 +330,45 @@ impl Families {
                 );
             }
         }
+    }
+
+    fn bandwidth(&mut self, slivers: &[bwcap::SliverUsage]) {
+        let per = |get: &dyn Fn(&bwcap::SliverUsage) -> u64| {
+            slivers
+                .iter()
+                .map(|s| (vec![("slice", s.slice.to_string())], Value::Int(get(s))))
+                .collect::<Vec<_>>()
+        };
+        self.counter(
+            "plnode_sliver_transmit_bytes",
+            "Bytes the sliver sent since bwcap first shaped it",
+            per(&|s| s.total_bytes),
+        );
+        self.counter(
+            "plnode_sliver_transmit_packets",
+            "Packets the sliver sent since bwcap first shaped it",
+            per(&|s| s.total_packets),
+        );
+        self.gauge(
+            "plnode_sliver_guaranteed_bits_per_second",
+            "The sliver's guaranteed rate",
+            per(&|s| s.guaranteed.bits_per_sec()),
+        );
+        self.gauge(
+            "plnode_sliver_ceiling_bits_per_second",
+            "The sliver's ceiling in force (lowered past 80 % of its budget)",
+            per(&|s| s.ceiling.bits_per_sec()),
+        );
+        self.gauge(
+            "plnode_sliver_budget_bytes",
+            "The sliver's daily byte budget",
+            per(&|s| s.daily_budget.bytes()),
+        );
+        self.gauge(
+            "plnode_sliver_budget_left_bytes",
+            "Bytes left in the sliver's current budget period",
+            per(&|s| s.budget_left),
+        );
     }
 
     /// Adds how many clients follow each streaming sensor.

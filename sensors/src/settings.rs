@@ -38,6 +38,8 @@ pub struct Settings {
     pub journal: Journal,
     /// nodemgr's places (read only).
     pub nodemgr: nodemgr::Settings,
+    /// bwcap's state directory (read only).
+    pub bwcap_state_dir: PathBuf,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
             handover: config::handover::HANDOVER_FILE.into(),
             journal: config::events::journal(),
             nodemgr: nodemgr::Settings::node(),
+            bwcap_state_dir: bwcap::DEFAULT_STATE_DIR.into(),
         }
     }
 }

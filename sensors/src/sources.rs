@@ -42,11 +42,13 @@ pub enum Source {
     Node,
     /// Every sliver's state and usage (nodemgr).
     Slivers,
+    /// Every sliver's traffic and byte budget (bwcap).
+    Bandwidth,
 }
 
 impl Source {
     /// Every source, in the order `/metrics` reads them.
-    pub const ALL: [Source; 8] = [
+    pub const ALL: [Source; 9] = [
         Source::LoadAvg,
         Source::Uptime,
         Source::Meminfo,
@@ -55,6 +57,7 @@ impl Source {
         Source::Net,
         Source::Node,
         Source::Slivers,
+        Source::Bandwidth,
     ];
 
     /// A short name for logs, errors and `plnode_sensor_up`.
@@ -68,6 +71,7 @@ impl Source {
             Source::Net => "net",
             Source::Node => "node",
             Source::Slivers => "slivers",
+            Source::Bandwidth => "bandwidth",
         }
     }
 }
@@ -102,6 +106,9 @@ pub enum SourceError {
     /// nodemgr's state could not be read.
     #[error("nodemgr: {0}")]
     Nodemgr(#[source] Box<NodeError>),
+    /// bwcap's state or the kernel's classes could not be read.
+    #[error("bwcap: {0}")]
+    Bwcap(#[source] Box<bwcap::Error>),
     /// The source took longer than the sensors wait.
     #[error("{0} did not answer within {1:?}")]
     TimedOut(&'static str, std::time::Duration),
@@ -228,6 +235,9 @@ pub enum Reading {
     Node(NodeInfo),
     /// Slivers, sorted by slice.
     Slivers(Vec<SliverFigures>),
+    /// Slivers' traffic and budgets, sorted by slice (empty before bwcap's
+    /// first pass).
+    Bandwidth(Vec<bwcap::SliverUsage>),
 }
 
 /// Which rows a reading must hold: all, or those with these keys (a
@@ -251,6 +261,8 @@ pub struct Sources {
     pub handover: PathBuf,
     /// nodemgr's settings (its state directory, cgroup root, slivers' fs).
     pub nodemgr: nodemgr::Settings,
+    /// bwcap's state directory (its counters and budgets).
+    pub bwcap_state_dir: PathBuf,
     /// The last check-in the event journal told of (kept by
     /// [`crate::events`]).
     pub last_checkin: Arc<Mutex<Option<NodeEvent>>>,
@@ -272,6 +284,7 @@ impl Sources {
             Source::Disk => Reading::Disk(self.filesystems(&proc("self/mountinfo"), rows)?),
             Source::Node => Reading::Node(self.node()?),
             Source::Slivers => Reading::Slivers(self.slivers(rows)?),
+            Source::Bandwidth => Reading::Bandwidth(self.bandwidth(rows)?),
         })
     }
 
@@ -406,6 +419,31 @@ impl Sources {
             });
         }
         out.sort_by(|a, b| a.slice.cmp(&b.slice));
+        Ok(out)
+    }
+}
+
+impl Sources {
+    /// The slivers bwcap shapes now, with their counters read live from
+    /// the kernel's classes. Slivers removed less than a day ago (whose
+    /// budgets bwcap keeps) are left out: they send nothing.
+    fn bandwidth(&self, rows: Rows<'_>) -> Result<Vec<bwcap::SliverUsage>, SourceError> {
+        let usage = match bwcap::usage::usage(&self.bwcap_state_dir, Timestamp::now()) {
+            Ok(u) => u,
+            // No pass yet (bwcap off, or nodemgr not started): nothing shaped.
+            Err(bwcap::Error::NothingApplied { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(SourceError::Bwcap(Box::new(e))),
+        };
+        let mut out: Vec<bwcap::SliverUsage> = usage
+            .slivers
+            .into_iter()
+            .filter(|s| s.removed_at.is_none())
+            .filter(|s| match rows {
+                Rows::All => true,
+                Rows::Keys(keys) => keys.iter().any(|k| k == s.slice.as_str()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.slice.as_str().cmp(b.slice.as_str()));
         Ok(out)
     }
 }

@@ -29,6 +29,7 @@ pub fn settings(dir: &Path) -> Settings {
     s.handover = dir.join("handover.json");
     s.journal = floor::journal::Journal::new(dir.join("run/events.jsonl"), 64 << 20);
     s.nodemgr.state_dir = dir.join("nodemgr");
+    s.bwcap_state_dir = dir.join("bwcap");
     s.nodemgr.cgroup_root = dir.join("no-cgroup");
     s.nodemgr.slivers_fs = nodemgr::storage::SliversFs::Dir(dir.join("fs"));
     s.connections_interval = Duration::from_millis(100);
