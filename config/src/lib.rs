@@ -25,6 +25,7 @@ pub mod plnode;
 pub mod release;
 pub mod rspec;
 pub mod server;
+pub mod sshkey;
 pub mod timestamp;
 pub mod units;
 

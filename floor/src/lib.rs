@@ -15,12 +15,17 @@
 //! - [`kmod`]: the kernel's module index (`modules.dep`, `.alias`, `.softdep`,
 //!   `.builtin`), parsed one way for the image builder and the node's modprobe.
 //!
+//! - [`cgroup`]: where the cgroup v2 hierarchy is mounted, and a scratch
+//!   group of one's own that takes its processes along when dropped (for
+//!   tests, benchmarks and benches).
+//!
 //! This crate has no knowledge of the project's formats; it depends on
 //! nothing of ours, so `config`, `pkgsign` and everything above can use it
 //! without reaching across the architecture.
 
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod durable;
 pub mod journal;
 pub mod kmod;

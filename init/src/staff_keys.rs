@@ -5,31 +5,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-/// Key types dropbear and OpenSSH accept.
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
 /// Whether `line` is one public key (`TYPE BASE64 [comment]`) and nothing
 /// else: no options (a server must not be able to add `command=`), no
 /// second line.
 pub fn plausible_key(line: &str) -> bool {
-    let mut parts = line.split_whitespace();
-    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    !line.contains(['\n', '\r'])
-        && KEY_TYPES.contains(&kind)
-        && blob.len() >= 32
-        && blob
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+    config::sshkey::check_public_key(line.trim()).is_ok()
 }
 
 /// The authorized_keys text for `keys` (implausible ones left out, with a warning).
@@ -62,11 +42,8 @@ pub fn install(root: &Path, keys: &[String]) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("securing {}", dir.display()))?;
-    let tmp = dir.join(".authorized_keys.new");
-    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("securing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    floor::durable::write_atomic_mode(&path, text.as_bytes(), 0o600)
+        .with_context(|| format!("replacing {}", path.display()))?;
     Ok(true)
 }
 

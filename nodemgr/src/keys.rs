@@ -4,19 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// Most keys a slice may list.
 pub const MAX_KEYS: usize = 256;
-/// Longest key line (an RSA 16384-bit key with options fits).
-pub const MAX_LINE: usize = 16 * 1024;
-
-/// Key types `sshd` accepts.
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
+/// Longest key line.
+pub use config::sshkey::MAX_LINE;
 
 /// Checked `authorized_keys` lines: each holds one public key
 /// (`type base64 [comment]`), nothing that could add a second line.
@@ -36,7 +25,7 @@ pub enum KeyError {
         /// Line number, from 1.
         line: usize,
         /// What is wrong.
-        reason: String,
+        reason: config::sshkey::KeyLineError,
     },
 }
 
@@ -55,7 +44,7 @@ impl AuthorizedKeys {
         }
         let mut keys = Vec::with_capacity(lines.len());
         for (line, text) in lines {
-            check_key(text).map_err(|reason| KeyError::Bad { line, reason })?;
+            config::sshkey::check_public_key(text).map_err(|reason| KeyError::Bad { line, reason })?;
             keys.push(text.to_string());
         }
         Ok(AuthorizedKeys(keys))
@@ -72,38 +61,13 @@ impl AuthorizedKeys {
     }
 }
 
-fn check_key(line: &str) -> Result<(), String> {
-    if line.len() > MAX_LINE {
-        return Err(format!("longer than {MAX_LINE} bytes"));
-    }
-    if line.chars().any(|c| c.is_control() && c != '\t') {
-        return Err("holds a control character".into());
-    }
-    let mut fields = line.split_whitespace();
-    let kind = fields.next().unwrap_or_default();
-    if !KEY_TYPES.contains(&kind) {
-        return Err(format!(
-            "{kind:?} is not an ssh key type (key options are not accepted)"
-        ));
-    }
-    let blob = fields.next().ok_or("no key after the type")?;
-    if blob.len() < 16
-        || !blob
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-    {
-        return Err("the key is not base64".into());
-    }
-    Ok(())
-}
-
 impl TryFrom<Vec<String>> for AuthorizedKeys {
     type Error = KeyError;
     fn try_from(v: Vec<String>) -> Result<AuthorizedKeys, KeyError> {
         if v.iter().any(|k| k.contains('\n')) {
             return Err(KeyError::Bad {
                 line: 0,
-                reason: "a key holds a line break".into(),
+                reason: config::sshkey::KeyLineError::ControlCharacter,
             });
         }
         AuthorizedKeys::parse(&v.join("\n"))

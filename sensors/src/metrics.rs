@@ -339,6 +339,22 @@ impl Families {
                 .map(|s| (vec![("slice", s.slice.to_string())], Value::Int(get(s))))
                 .collect::<Vec<_>>()
         };
+        // Prometheus' base unit is the byte: a rate of 1 kbit is 125 B/s,
+        // one of 1 bit 0.125 B/s.
+        let bytes_per_sec = |get: &dyn Fn(&bwcap::SliverUsage) -> u64| {
+            slivers
+                .iter()
+                .map(|s| {
+                    let bits = get(s);
+                    let value = if bits.is_multiple_of(8) {
+                        Value::Int(bits / 8)
+                    } else {
+                        Value::Float(bits as f64 / 8.0)
+                    };
+                    (vec![("slice", s.slice.to_string())], value)
+                })
+                .collect::<Vec<_>>()
+        };
         self.counter(
             "plnode_sliver_transmit_bytes",
             "Bytes the sliver sent since bwcap first shaped it",
@@ -350,14 +366,14 @@ impl Families {
             per(&|s| s.total_packets),
         );
         self.gauge(
-            "plnode_sliver_guaranteed_bits_per_second",
+            "plnode_sliver_guaranteed_bytes_per_second",
             "The sliver's guaranteed rate",
-            per(&|s| s.guaranteed.bits_per_sec()),
+            bytes_per_sec(&|s| s.guaranteed.bits_per_sec()),
         );
         self.gauge(
-            "plnode_sliver_ceiling_bits_per_second",
+            "plnode_sliver_ceiling_bytes_per_second",
             "The sliver's ceiling in force (lowered past 80 % of its budget)",
-            per(&|s| s.ceiling.bits_per_sec()),
+            bytes_per_sec(&|s| s.ceiling.bits_per_sec()),
         );
         self.gauge(
             "plnode_sliver_budget_bytes",

@@ -212,10 +212,14 @@ fn bandwidth_rows_and_series_match_the_kernels_class_counters() {
             "plnode_sliver_budget_left_bytes{{slice=\"pl_alpha\"}} {}",
             budget - bytes
         ),
-        "plnode_sliver_ceiling_bits_per_second{slice=\"pl_alpha\"} 50000000".into(),
+        "plnode_sliver_ceiling_bytes_per_second{slice=\"pl_alpha\"} 6250000".into(),
         "plnode_sensor_up{source=\"bandwidth\"} 1".into(),
     ] {
         assert!(metrics.body.contains(&line), "{line} not in\n{}", metrics.body);
+    }
+    match common::promtool_check(&metrics.body) {
+        None => eprintln!("SKIP (promtool): not installed (apt-get install prometheus)"),
+        Some(report) => assert!(!report.starts_with("FAILED"), "promtool: {report}"),
     }
     drop(server);
 }

@@ -8,7 +8,6 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{get, raw, request, settings, Server, Stream};
@@ -689,32 +688,6 @@ fn streams_are_chunked_over_http_1_1() {
     );
 }
 
-fn promtool_check(text: &str) -> Option<String> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(_) => return None,
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Some(format!(
-        "{}{}{}",
-        if out.status.success() { "" } else { "FAILED " },
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 #[test]
 fn metrics_pass_promtool_and_match_the_tables() {
     let (_dir, s) = server();
@@ -754,7 +727,7 @@ fn metrics_pass_promtool_and_match_the_tables() {
         .unwrap()
         .starts_with("application/openmetrics-text"));
     assert!(open.body.ends_with("# EOF\n"), "{}", open.body);
-    match promtool_check(&m.body) {
+    match common::promtool_check(&m.body) {
         None => eprintln!("SKIP (promtool): not installed (apt-get install prometheus)"),
         Some(report) => assert!(
             !report.starts_with("FAILED"),

@@ -59,7 +59,7 @@ fn two_slivers(slivers: &Slivers) -> std::process::Child {
 }
 
 fn cgroup_file(slivers: &Slivers, slice: &str, file: &str) -> Option<String> {
-    fs::read_to_string(slivers.cgroup.dir.join("slivers").join(slice).join(file)).ok()
+    fs::read_to_string(slivers.cgroup.path().join("slivers").join(slice).join(file)).ok()
 }
 
 fn procs(slivers: &Slivers, slice: &str) -> usize {

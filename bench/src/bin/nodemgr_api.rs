@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
@@ -48,35 +48,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A cgroup directory of our own, emptied and removed on drop.
-struct CgroupDir(PathBuf);
-
-impl Drop for CgroupDir {
-    fn drop(&mut self) {
-        let _ = fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..2000 {
-            if !fs::read_to_string(self.0.join("cgroup.events"))
-                .is_ok_and(|e| e.contains("populated 1"))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        remove_tree(&self.0);
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
 }
 
 fn reference_root(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -125,22 +96,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root (namespaces, id maps, cgroups)");
     }
-    let cgroup2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
-        .ok_or_else(|| anyhow!("no cgroup2 hierarchy"))?;
     let work = tempfile::Builder::new()
         .prefix("bench-nodemgr-api-")
         .tempdir()?;
-    let cgroup = CgroupDir(cgroup2.join(format!("plnode-bench-api-{}", std::process::id())));
-    fs::create_dir(&cgroup.0).context("making the bench's cgroup")?;
+    let cgroup = floor::cgroup::ScratchCgroup::new("plnode-bench-api").context("making the bench's cgroup")?;
     let fs_dir = work.path().join("fs");
     fs::create_dir(&fs_dir)?;
     let mut settings = Settings::node();
     settings.state_dir = work.path().join("state");
     settings.run_dir = work.path().join("run");
-    settings.cgroup_root = cgroup.0.clone();
+    settings.cgroup_root = cgroup.path().to_path_buf();
     settings.reference_root = reference_root(work.path())?;
     settings.slivers_fs = SliversFs::Dir(fs_dir);
     settings.helper_program = std::env::current_exe()?;

@@ -49,35 +49,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A cgroup directory of our own, emptied and removed on drop.
-struct CgroupDir(PathBuf);
-
-impl Drop for CgroupDir {
-    fn drop(&mut self) {
-        let _ = fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..2000 {
-            if !fs::read_to_string(self.0.join("cgroup.events"))
-                .is_ok_and(|e| e.contains("populated 1"))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        remove_tree(&self.0);
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
-}
-
 /// A file system of the bench's own (an ext4 image, loop-mounted) for
 /// the state and the slivers' writable layers, as a node has its own
 /// partition: overlayfs syncs its upper file system when a sliver's mount
@@ -134,14 +105,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
-}
-
-fn cgroup2_root() -> anyhow::Result<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
-        .ok_or_else(|| anyhow!("no cgroup2 hierarchy"))
 }
 
 /// On a hybrid host (v1 controllers, v2 at `unified`) crun refuses to run
@@ -430,8 +393,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("run as root (namespaces, id maps, cgroups)");
     }
     let work = tempfile::Builder::new().prefix("bench-sliver-").tempdir()?;
-    let cgroup = CgroupDir(cgroup2_root()?.join(format!("plnode-bench-{}", std::process::id())));
-    fs::create_dir(&cgroup.0).context("making the bench's cgroup")?;
+    let cgroup = floor::cgroup::ScratchCgroup::new("plnode-bench").context("making the bench's cgroup")?;
     let reference = reference_root(work.path())?;
     let scratch = Scratch::new(work.path())?;
     let fs_dir = scratch.0.join("fs");
@@ -439,7 +401,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut settings = Settings::node();
     settings.state_dir = scratch.0.join("state");
     settings.run_dir = work.path().join("run");
-    settings.cgroup_root = cgroup.0.clone();
+    settings.cgroup_root = cgroup.path().to_path_buf();
     settings.reference_root = reference.clone();
     settings.slivers_fs = SliversFs::Dir(fs_dir.clone());
     // The node's nodemgr (static, stripped) runs as the slivers' PID 1
@@ -489,7 +451,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "slivers on {} (cgroup2 at {}), {} trials per row",
         std::env::consts::ARCH,
-        cgroup.0.display(),
+        cgroup.path().display(),
         args.trials
     );
     // What one durable file write costs on the state's disk right now:

@@ -15,6 +15,8 @@ use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use floor::cgroup::ScratchCgroup;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,28 +47,7 @@ fn failed(what: impl Into<String>) -> impl FnOnce(io::Error) -> TestbedError {
     move |source| TestbedError::Failed { what, source }
 }
 
-/// `CGROUP2_SUPER_MAGIC`.
-const CGROUP2_MAGIC: u64 = 0x6367_7270;
-
-fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: statfs reads a NUL-terminated path and writes a struct we own.
-    let r = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
-    // SAFETY: initialised by the successful call.
-    r == 0 && unsafe { st.assume_init() }.f_type as u64 == CGROUP2_MAGIC
-}
-
-/// Where this machine's cgroup v2 hierarchy is mounted: `/sys/fs/cgroup`
-/// on a node, `/sys/fs/cgroup/unified` on a host with v1 controllers.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| is_cgroup2(p))
-}
+pub use floor::cgroup::cgroup2_mount;
 
 /// Runs `f` in a thread that joined the network namespace at `netns`
 /// (a `/run/netns/NAME` file); other threads are not affected.
@@ -115,6 +96,8 @@ pub struct Testbed {
     /// The bench's cgroup v2 directory (the "node cgroup"; `slivers/` below it).
     pub cgroup_root: PathBuf,
     children: Mutex<Vec<Child>>,
+    /// Removes `cgroup_root` with everything below it, after the rest.
+    _cgroup: ScratchCgroup,
 }
 
 fn ip(args: &[&str]) -> Result<(), TestbedError> {
@@ -144,11 +127,11 @@ impl Testbed {
                 "iproute2's `ip` is not installed".into(),
             ));
         }
-        let Some(cgroup2) = cgroup2_mount() else {
+        if cgroup2_mount().is_none() {
             return Err(TestbedError::Unavailable(
                 "no cgroup v2 hierarchy is mounted".into(),
             ));
-        };
+        }
         if let Err(e) = crate::bpf::cgroup::can_load() {
             return Err(TestbedError::Unavailable(format!(
                 "cannot load cgroup eBPF programs: {}",
@@ -158,6 +141,8 @@ impl Testbed {
         let n = BENCHES.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let base = format!("bwcap-{tag}-{pid}-{n}");
+        let cgroup = ScratchCgroup::new("bwcap-test")
+            .map_err(failed("making the bench's cgroup"))?;
         let bed = Testbed {
             node_ns: format!("{base}-node"),
             peer_ns: format!("{base}-peer"),
@@ -166,12 +151,11 @@ impl Testbed {
                 .map_err(|e| failed("interface name")(io::Error::other(e)))?,
             node_addr: Ipv4Addr::new(10, 77, 0, 1),
             peer_addr: Ipv4Addr::new(10, 77, 0, 2),
-            cgroup_root: cgroup2.join(format!("bwcap-test-{pid}-{n}")),
+            cgroup_root: cgroup.path().to_path_buf(),
             children: Mutex::new(Vec::new()),
+            _cgroup: cgroup,
         };
         // From here on, Drop cleans up whatever was made.
-        fs::create_dir(&bed.cgroup_root)
-            .map_err(failed(format!("mkdir {}", bed.cgroup_root.display())))?;
         fs::create_dir(bed.cgroup_root.join("slivers")).map_err(failed("mkdir slivers"))?;
         ip(&["netns", "add", &bed.node_ns])?;
         ip(&["netns", "add", &bed.peer_ns])?;
@@ -329,30 +313,7 @@ impl Drop for Testbed {
         }
         let _ = ip(&["netns", "del", &self.node_ns]);
         let _ = ip(&["netns", "del", &self.peer_ns]);
-        // Deepest first; a cgroup whose last process just exited may need a moment.
-        let mut dirs = Vec::new();
-        collect_dirs(&self.cgroup_root, &mut dirs);
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            for _ in 0..50 {
-                match fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_path_buf());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                collect_dirs(&e.path(), out);
-            }
-        }
+        // The cgroup tree goes with `_cgroup`, after this.
     }
 }
 

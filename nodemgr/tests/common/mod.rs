@@ -7,9 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use nodemgr::settings::Settings;
 use nodemgr::storage::SliversFs;
@@ -49,10 +47,7 @@ macro_rules! need_slivers {
 
 /// The host's cgroup2 mount: pure v2, or the `unified` one of a hybrid host.
 pub fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
+    floor::cgroup::cgroup2_mount()
 }
 
 /// A busybox reference root (mkimage's `sliver-ref`, busybox flavour)
@@ -103,55 +98,10 @@ pub fn reference_root() -> &'static Path {
     })
 }
 
-/// A cgroup directory of this test's own under the host's cgroup2 root;
-/// everything below it is killed and removed on drop.
-pub struct CgroupGuard {
-    pub dir: PathBuf,
-}
-
-impl CgroupGuard {
-    pub fn new() -> CgroupGuard {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let root = cgroup2_root().expect("cgroup2");
-        let dir = root.join(format!(
-            "plnode-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&dir).expect("test cgroup");
-        CgroupGuard { dir }
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        let _ = fs::write(self.dir.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while fs::read_to_string(self.dir.join("cgroup.events"))
-            .is_ok_and(|e| e.contains("populated 1"))
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        remove_tree(&self.dir);
-    }
-}
-
 /// A node manager over temporary directories and a test cgroup.
 pub struct Node {
     pub dir: tempfile::TempDir,
-    pub cgroup: CgroupGuard,
+    pub cgroup: floor::cgroup::ScratchCgroup,
     pub settings: Settings,
     pub manager: NodeManager,
 }
@@ -162,13 +112,13 @@ impl Node {
             .prefix("nodemgr-test-")
             .tempdir()
             .expect("tempdir");
-        let cgroup = CgroupGuard::new();
+        let cgroup = floor::cgroup::ScratchCgroup::new("plnode-test").expect("test cgroup");
         let fs_dir = dir.path().join("fs");
         fs::create_dir(&fs_dir).unwrap();
         let mut settings = Settings::node();
         settings.state_dir = dir.path().join("state");
         settings.run_dir = dir.path().join("run");
-        settings.cgroup_root = cgroup.dir.clone();
+        settings.cgroup_root = cgroup.path().to_path_buf();
         settings.reference_root = reference_root().to_path_buf();
         settings.slivers_fs = SliversFs::Dir(fs_dir);
         settings.helper_program = NODEMGR.into();

@@ -10,9 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sensors::Settings;
 
@@ -227,54 +226,7 @@ pub fn slivers_unavailable() -> Option<String> {
 
 /// The host's cgroup2 mount: pure v2, or the `unified` one of a hybrid host.
 pub fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").is_file())
-}
-
-/// A cgroup directory of this test's own; everything below it is killed
-/// and removed on drop.
-pub struct CgroupGuard {
-    pub dir: PathBuf,
-}
-
-impl CgroupGuard {
-    pub fn new() -> CgroupGuard {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = cgroup2_root().expect("cgroup2").join(format!(
-            "sensors-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&dir).expect("test cgroup");
-        CgroupGuard { dir }
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        let _ = fs::write(self.dir.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while fs::read_to_string(self.dir.join("cgroup.events"))
-            .is_ok_and(|e| e.contains("populated 1"))
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        remove_tree(&self.dir);
-    }
+    floor::cgroup::cgroup2_mount()
 }
 
 /// The nodemgr binary (a sliver's PID 1 is nodemgr itself), built into
@@ -326,20 +278,20 @@ pub fn reference_root(dir: &Path) -> PathBuf {
 
 /// nodemgr over the test's directories and cgroup, as the sensors read it.
 pub struct Slivers {
-    pub cgroup: CgroupGuard,
+    pub cgroup: floor::cgroup::ScratchCgroup,
     pub manager: nodemgr::NodeManager,
     pub settings: nodemgr::Settings,
 }
 
 impl Slivers {
     pub fn new(dir: &Path) -> Slivers {
-        let cgroup = CgroupGuard::new();
+        let cgroup = floor::cgroup::ScratchCgroup::new("sensors-test").expect("test cgroup");
         let fs_dir = dir.join("fs");
         fs::create_dir_all(&fs_dir).unwrap();
         let mut settings = nodemgr::Settings::node();
         settings.state_dir = dir.join("nodemgr");
         settings.run_dir = dir.join("nodemgr-run");
-        settings.cgroup_root = cgroup.dir.clone();
+        settings.cgroup_root = cgroup.path().to_path_buf();
         settings.reference_root = reference_root(dir);
         settings.slivers_fs = nodemgr::storage::SliversFs::Dir(fs_dir);
         settings.helper_program = nodemgr_binary().to_path_buf();
@@ -428,4 +380,32 @@ impl Drop for NetNs {
             .args(["netns", "delete", &self.name])
             .status();
     }
+}
+
+/// `promtool check metrics` on `text`: its report (starting `FAILED` when
+/// it refuses the text), or `None` where promtool is not installed.
+pub fn promtool_check(text: &str) -> Option<String> {
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return None,
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some(format!(
+        "{}{}{}",
+        if out.status.success() { "" } else { "FAILED " },
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
