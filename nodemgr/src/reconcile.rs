@@ -171,6 +171,10 @@ pub fn reconcile(service: &Service, answer: &SliversResponse, now: Timestamp) ->
                         .map_err(crate::service::ServiceError::from)?;
                     service.after_start_in_background(slice.clone());
                     report.restarted.push(slice.clone());
+                } else if !state.configured && running(service, &slice) {
+                    // Its initscript or `configure` could not be run at
+                    // its start: try again.
+                    service.after_start_in_background(slice.clone());
                 }
                 Ok::<(), crate::service::ServiceError>(())
             })(),

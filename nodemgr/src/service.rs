@@ -148,6 +148,9 @@ struct Inner {
     /// Serialises read-modify-write of the rcap table and admission.
     table: Mutex<()>,
     events: tokio::sync::broadcast::Sender<Event>,
+    /// Slivers whose after-start scripts are running now (never two runs
+    /// for one sliver at once).
+    after_start: Mutex<std::collections::BTreeSet<SliceName>>,
 }
 
 impl Service {
@@ -160,6 +163,7 @@ impl Service {
                 capacity: Mutex::new(capacity),
                 table: Mutex::new(()),
                 events,
+                after_start: Mutex::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -648,11 +652,15 @@ impl Service {
 
     /// After a start: once after creation the initscript (root inside)
     /// and `configure`, then at every start `start` (the slice's user).
+    /// A script that ran counts whatever its exit status; one that could
+    /// not be run (its helper failed or hung) leaves the sliver
+    /// unconfigured, and the next reconciliation pass tries again.
     pub fn after_start(&self, slice: &SliceName) {
         let Ok(Some(state)) = self.state(slice) else {
             return;
         };
         if !state.configured {
+            let mut ran = true;
             if state.initscript.is_some() {
                 let r = self
                     .manager()
@@ -664,11 +672,19 @@ impl Service {
                     )
                     .map_err(ServiceError::from);
                 Self::log_outcome(slice, "initscript", &r);
+                ran &= r.is_ok();
             }
-            let r = self.control_script(slice, "configure", None);
-            Self::log_outcome(slice, "configure", &r);
+            if ran {
+                let r = self.control_script(slice, "configure", None);
+                Self::log_outcome(slice, "configure", &r);
+                ran &= r.is_ok();
+            }
             // The sliver may have gone while its scripts ran.
             if !matches!(self.state(slice), Ok(Some(_))) {
+                return;
+            }
+            if !ran {
+                tracing::warn!(%slice, "not configured yet: trying again at the next pass");
                 return;
             }
             if let Err(e) = self.manager().update_state(slice, |s| s.configured = true) {
@@ -680,10 +696,29 @@ impl Service {
     }
 
     /// [`Self::after_start`] on a thread of its own: a slow script holds
-    /// up nothing else.
+    /// up nothing else. Nothing happens while the sliver's scripts run
+    /// already.
     pub fn after_start_in_background(&self, slice: SliceName) {
+        {
+            let mut running = self
+                .inner
+                .after_start
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !running.insert(slice.clone()) {
+                return;
+            }
+        }
         let service = self.clone();
-        std::thread::spawn(move || service.after_start(&slice));
+        std::thread::spawn(move || {
+            service.after_start(&slice);
+            service
+                .inner
+                .after_start
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&slice);
+        });
     }
 
     fn stop_script(&self, slice: &SliceName) {
