@@ -135,6 +135,10 @@ pub struct SliverDetails {
     pub status: Option<RunOutcome>,
 }
 
+/// Time between two attempts at a sliver's initscript and `configure`
+/// when their helper failed.
+const AFTER_START_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The node manager service over one [`NodeManager`].
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -660,24 +664,22 @@ impl Service {
             return;
         };
         if !state.configured {
-            let mut ran = true;
-            if state.initscript.is_some() {
-                let r = self
-                    .manager()
-                    .run_script(
-                        slice,
-                        vec!["/bin/sh".into(), INITSCRIPT_PATH.into()],
-                        false,
-                        self.script_run(None),
-                    )
-                    .map_err(ServiceError::from);
-                Self::log_outcome(slice, "initscript", &r);
-                ran &= r.is_ok();
-            }
-            if ran {
-                let r = self.control_script(slice, "configure", None);
-                Self::log_outcome(slice, "configure", &r);
-                ran &= r.is_ok();
+            let mut ran = false;
+            let mut initscript = state.initscript.is_some();
+            // A helper that failed is tried again twice, a few seconds
+            // apart, before the sliver waits for the next pass; an
+            // initscript that ran is not run again.
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    std::thread::sleep(AFTER_START_RETRY);
+                    if !matches!(self.state(slice), Ok(Some(_))) {
+                        return;
+                    }
+                }
+                ran = self.initscript_and_configure(slice, &mut initscript);
+                if ran {
+                    break;
+                }
             }
             // The sliver may have gone while its scripts ran.
             if !matches!(self.state(slice), Ok(Some(_))) {
@@ -693,6 +695,31 @@ impl Service {
         }
         let r = self.control_script(slice, "start", None);
         Self::log_outcome(slice, "start", &r);
+    }
+
+    /// The initscript (when `initscript` says it is still to run; cleared
+    /// once it ran), then `configure`; whether both could be run (whatever
+    /// their exit status).
+    fn initscript_and_configure(&self, slice: &SliceName, initscript: &mut bool) -> bool {
+        if *initscript {
+            let r = self
+                .manager()
+                .run_script(
+                    slice,
+                    vec!["/bin/sh".into(), INITSCRIPT_PATH.into()],
+                    false,
+                    self.script_run(None),
+                )
+                .map_err(ServiceError::from);
+            Self::log_outcome(slice, "initscript", &r);
+            if r.is_err() {
+                return false;
+            }
+            *initscript = false;
+        }
+        let r = self.control_script(slice, "configure", None);
+        Self::log_outcome(slice, "configure", &r);
+        r.is_ok()
     }
 
     /// [`Self::after_start`] on a thread of its own: a slow script holds

@@ -117,11 +117,28 @@ fn slices_become_slivers_users_log_in_and_slivers_survive_a_reboot() {
         until(&format!("sliver {slice} running"), 180, || {
             running(&staff, slice)
         });
-        until(&format!("initscript of {slice}"), 120, || {
+        let ran = || {
             staff
                 .run(&format!("nodemgr enter {slice} -- cat /etc/hello"))
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(slice))
-        });
+        };
+        let start = Instant::now();
+        while !ran() {
+            // nodemgr tries a failed helper again after 90 s + 5 s.
+            if start.elapsed() > Duration::from_secs(240) {
+                // Where the node's processes are, for the report.
+                let dump = staff
+                    .run(
+                        "ps -o pid,ppid,stat,args; for p in /proc/[0-9]*; do \
+                         echo \"== $p $(cat $p/cmdline | tr '\\0' ' ') wchan=$(cat $p/wchan)\"; \
+                         cat $p/stack 2>/dev/null; done; cat /sys/fs/cgroup/slivers/*/cgroup.procs",
+                    )
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("initscript of {slice}: not within 240 s\n{dump}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     // The caps: the node's from the server, each sliver's from its rspec,
