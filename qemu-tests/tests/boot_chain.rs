@@ -27,6 +27,16 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     };
     let ssh = Ssh::root(&key, free_port().unwrap());
     let node = lab.add_node("node1", &[]).unwrap();
+    // A slice on the server, assigned to the node before it exists there.
+    lab.server
+        .assign_slice(
+            "pl_chain",
+            config::rspec::Rspec::default(),
+            None,
+            &[],
+            node.id,
+        )
+        .unwrap();
     let iso = lab.node_iso(&node).unwrap();
     let disk = lab.blank_disk("disk", 4).unwrap();
 
@@ -80,7 +90,21 @@ fn fresh_install_hands_over_then_boots_from_disk() {
     assert_eq!(shown["boot_state"], "boot", "{shown:#}");
     assert_eq!(shown["report"]["run_level"], "boot", "{shown:#}");
     assert_eq!(shown["report"]["os_version"], OS_VERSION, "{shown:#}");
-    eprintln!("SKIP (part): a sliver assigned on the server running on the node: there is no node manager yet (slivers are a later issue)");
+    // The node manager made the slice's sliver at its first poll.
+    let start = std::time::Instant::now();
+    let mut list = String::new();
+    while !list.contains("\"pid\": ") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(240),
+            "the sliver pl_chain does not run on the node:\n{list}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        list = ssh
+            .run("nodemgr list --json")
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+    }
+    assert!(list.contains("\"pl_chain\""), "{list}");
 
     // The running root is the deployment, read-only: a stray write fails
     // with EROFS; what the system writes goes to RAM or the partition.
