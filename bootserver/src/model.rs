@@ -117,25 +117,21 @@ impl SshPublicKey {
 pub struct SshKeyError {
     /// The line's first 40 characters.
     pub shown: String,
+    /// What is wrong with it.
+    #[source]
+    pub reason: config::sshkey::KeyLineError,
 }
 
 impl FromStr for SshPublicKey {
     type Err = SshKeyError;
+    /// The same check as the node's (`config::sshkey`): a key the server
+    /// takes is one the node installs.
     fn from_str(s: &str) -> Result<SshPublicKey, SshKeyError> {
         let line = s.trim();
-        let mut parts = line.split_whitespace();
-        let kind = parts.next().unwrap_or("");
-        let body = parts.next().unwrap_or("");
-        let known =
-            kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
-        let base64ish = body.len() >= 16
-            && body
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
-        if !known || !base64ish || line.contains(['\n', '\r']) {
-            let shown: String = line.chars().take(40).collect();
-            return Err(SshKeyError { shown });
-        }
+        config::sshkey::check_public_key(line).map_err(|reason| SshKeyError {
+            shown: line.chars().take(40).collect(),
+            reason,
+        })?;
         Ok(SshPublicKey(line.to_string()))
     }
 }
@@ -524,6 +520,20 @@ mod tests {
         assert!("ssh-rsa AAAA\nssh-rsa BBBB"
             .parse::<SshPublicKey>()
             .is_err());
+        // What the node would refuse, the server refuses when it is
+        // entered (not silently dropped on the node later).
+        for refused_by_the_node in [
+            "ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyBody",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+            "no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyBody",
+        ] {
+            assert!(config::sshkey::check_public_key(refused_by_the_node).is_err());
+            let e = refused_by_the_node.parse::<SshPublicKey>().unwrap_err();
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "{refused_by_the_node}: the reason comes with it"
+            );
+        }
     }
 
     #[test]
