@@ -83,7 +83,10 @@ mod tests {
             (format!("no-pty {KEY}"), "not an ssh key type"),
             ("ssh-ed25519".into(), "no key"),
             ("ssh-ed25519 AAAA".into(), "not base64"),
-            ("ssh-ed25519 not*base64!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!".into(), "not base64"),
+            (
+                "ssh-ed25519 not*base64!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!".into(),
+                "not base64",
+            ),
             (format!("{KEY}\n{KEY}"), "control character"),
             (format!("{KEY}\rx"), "control character"),
             (format!("{KEY} {}", "a".repeat(MAX_LINE)), "longer than"),

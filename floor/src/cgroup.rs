@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn a_scratch_group_takes_its_processes_and_subgroups_along() {
-        if !cfg!(target_os = "linux") || unsafe { libc::geteuid() } != 0 || cgroup2_mount().is_none()
+        if !cfg!(target_os = "linux")
+            || unsafe { libc::geteuid() } != 0
+            || cgroup2_mount().is_none()
         {
             eprintln!("SKIP: needs root and a cgroup2 hierarchy");
             return;
@@ -114,7 +116,10 @@ mod tests {
         let dir = scratch.path().to_path_buf();
         let inner = dir.join("a/b");
         fs::create_dir_all(&inner).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
         fs::write(inner.join("cgroup.procs"), child.id().to_string()).unwrap();
         drop(scratch);
         assert!(!dir.exists(), "{} is still there", dir.display());

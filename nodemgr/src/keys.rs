@@ -44,7 +44,8 @@ impl AuthorizedKeys {
         }
         let mut keys = Vec::with_capacity(lines.len());
         for (line, text) in lines {
-            config::sshkey::check_public_key(text).map_err(|reason| KeyError::Bad { line, reason })?;
+            config::sshkey::check_public_key(text)
+                .map_err(|reason| KeyError::Bad { line, reason })?;
             keys.push(text.to_string());
         }
         Ok(AuthorizedKeys(keys))

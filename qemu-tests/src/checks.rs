@@ -62,7 +62,9 @@ pub fn sensors(ssh: &Ssh, slices: &[&str]) -> anyhow::Result<String> {
     ))?;
     for slice in slices {
         ensure!(
-            bandwidth.lines().any(|l| l.starts_with(&format!("{slice},"))),
+            bandwidth
+                .lines()
+                .any(|l| l.starts_with(&format!("{slice},"))),
             "/bandwidth has no row for {slice}:\n{bandwidth}"
         );
     }
@@ -73,7 +75,9 @@ pub fn sensors(ssh: &Ssh, slices: &[&str]) -> anyhow::Result<String> {
             "/metrics has no running series for {slice}"
         );
         ensure!(
-            metrics.contains(&format!("plnode_sliver_budget_left_bytes{{slice=\"{slice}\"}} ")),
+            metrics.contains(&format!(
+                "plnode_sliver_budget_left_bytes{{slice=\"{slice}\"}} "
+            )),
             "/metrics has no budget series for {slice}"
         );
     }

@@ -30,7 +30,11 @@ fn tc_counters(bed: &Testbed, minor: u16) -> (u64, u64) {
     let out = bed
         .tc(&["-s", "class", "show", "dev", bed.node_if.as_str()])
         .expect("running tc");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let head = format!("class htb 1:{minor:x} ");
     let mut lines = text.lines();
@@ -43,7 +47,11 @@ fn tc_counters(bed: &Testbed, minor: u16) -> (u64, u64) {
         .expect("the counters' line")
         .split_whitespace()
         .collect();
-    assert_eq!((sent[0], sent[2], sent[4]), ("Sent", "bytes", "pkt"), "{text}");
+    assert_eq!(
+        (sent[0], sent[2], sent[4]),
+        ("Sent", "bytes", "pkt"),
+        "{text}"
+    );
     (sent[1].parse().unwrap(), sent[3].parse().unwrap())
 }
 
@@ -215,7 +223,11 @@ fn bandwidth_rows_and_series_match_the_kernels_class_counters() {
         "plnode_sliver_ceiling_bytes_per_second{slice=\"pl_alpha\"} 6250000".into(),
         "plnode_sensor_up{source=\"bandwidth\"} 1".into(),
     ] {
-        assert!(metrics.body.contains(&line), "{line} not in\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(&line),
+            "{line} not in\n{}",
+            metrics.body
+        );
     }
     match common::promtool_check(&metrics.body) {
         None => eprintln!("SKIP (promtool): not installed (apt-get install prometheus)"),

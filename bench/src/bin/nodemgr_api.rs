@@ -8,7 +8,6 @@
 //! `cargo run --release -p bench --bin nodemgr_api -- --help`
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -50,42 +49,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn reference_root(dir: &Path) -> anyhow::Result<PathBuf> {
-    let spec = mkimage::spec::SliverRefSpec {
-        version: None,
-        flavour: mkimage::spec::SliverFlavour::Busybox,
-        suite: String::new(),
-        mirror: String::new(),
-        busybox: "/bin/busybox".into(),
-    };
-    let package = mkimage::packages::sliver_ref_package(&spec, "bench")?
-        .map_err(|s| anyhow!("sliver-ref skipped: {}", s.reason))?;
-    let tar = mkimage::archive::write_tar(
-        &package.tree,
-        Vec::new(),
-        mkimage::Mtime(1_795_000_000),
-        &indicatif::ProgressBar::hidden(),
-    )?;
-    let root = dir.join("sliver-ref");
-    let mut archive = tar::Archive::new(&tar[..]);
-    archive.set_preserve_permissions(true);
-    archive.unpack(&root)?;
-    Ok(root)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn report(what: &str, mut ms: Vec<f64>) -> f64 {
     ms.sort_by(|a, b| a.total_cmp(b));
-    let p50 = percentile(&ms, 0.5);
+    let p50 = bench::percentile(&ms, 0.5).unwrap_or(f64::NAN);
     println!(
         "  {what:<40} p50 {p50:>8.2} ms  p99 {:>8.2} ms   paper/ours {:>6.1}x",
-        percentile(&ms, 0.99),
+        bench::percentile(&ms, 0.99).unwrap_or(f64::NAN),
         PAPER_SECS * 1000.0 / p50
     );
     p50
@@ -99,14 +68,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("bench-nodemgr-api-")
         .tempdir()?;
-    let cgroup = floor::cgroup::ScratchCgroup::new("plnode-bench-api").context("making the bench's cgroup")?;
+    let cgroup = floor::cgroup::ScratchCgroup::new("plnode-bench-api")
+        .context("making the bench's cgroup")?;
     let fs_dir = work.path().join("fs");
     fs::create_dir(&fs_dir)?;
     let mut settings = Settings::node();
     settings.state_dir = work.path().join("state");
     settings.run_dir = work.path().join("run");
     settings.cgroup_root = cgroup.path().to_path_buf();
-    settings.reference_root = reference_root(work.path())?;
+    settings.reference_root = bench::busybox_sliver_ref(work.path())?;
     settings.slivers_fs = SliversFs::Dir(fs_dir);
     settings.helper_program = std::env::current_exe()?;
     settings.require_limits = false;

@@ -814,11 +814,8 @@ impl Sim {
 // ------------------------------------------------------------- figures
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
     v.sort();
-    v[(((v.len() - 1) as f64) * p).round() as usize]
+    bench::percentile(v, p).unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {

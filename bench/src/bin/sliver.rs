@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::Parser;
 use nodemgr::settings::Settings;
 use nodemgr::storage::SliversFs;
@@ -143,38 +143,6 @@ fn crun_command(hybrid: bool) -> Command {
     cmd
 }
 
-/// mkimage's busybox sliver-ref, unpacked into `dir`.
-fn reference_root(dir: &Path) -> anyhow::Result<PathBuf> {
-    let spec = mkimage::spec::SliverRefSpec {
-        version: None,
-        flavour: mkimage::spec::SliverFlavour::Busybox,
-        suite: String::new(),
-        mirror: String::new(),
-        busybox: "/bin/busybox".into(),
-    };
-    let package = mkimage::packages::sliver_ref_package(&spec, "bench")?
-        .map_err(|s| anyhow!("sliver-ref skipped: {}", s.reason))?;
-    let tar = mkimage::archive::write_tar(
-        &package.tree,
-        Vec::new(),
-        mkimage::Mtime(1_795_000_000),
-        &indicatif::ProgressBar::hidden(),
-    )?;
-    let root = dir.join("sliver-ref");
-    let mut archive = tar::Archive::new(&tar[..]);
-    archive.set_preserve_permissions(true);
-    archive.unpack(&root)?;
-    Ok(root)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 struct Figures {
     start: Vec<f64>,
     stop: Vec<f64>,
@@ -185,10 +153,10 @@ impl Figures {
         self.start.sort_by(f64::total_cmp);
         self.stop.sort_by(f64::total_cmp);
         (
-            percentile(&self.start, 0.5),
-            percentile(&self.start, 0.99),
-            percentile(&self.stop, 0.5),
-            percentile(&self.stop, 0.99),
+            bench::percentile(&self.start, 0.5).unwrap_or(f64::NAN),
+            bench::percentile(&self.start, 0.99).unwrap_or(f64::NAN),
+            bench::percentile(&self.stop, 0.5).unwrap_or(f64::NAN),
+            bench::percentile(&self.stop, 0.99).unwrap_or(f64::NAN),
         )
     }
 }
@@ -393,8 +361,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("run as root (namespaces, id maps, cgroups)");
     }
     let work = tempfile::Builder::new().prefix("bench-sliver-").tempdir()?;
-    let cgroup = floor::cgroup::ScratchCgroup::new("plnode-bench").context("making the bench's cgroup")?;
-    let reference = reference_root(work.path())?;
+    let cgroup =
+        floor::cgroup::ScratchCgroup::new("plnode-bench").context("making the bench's cgroup")?;
+    let reference = bench::busybox_sliver_ref(work.path())?;
     let scratch = Scratch::new(work.path())?;
     let fs_dir = scratch.0.join("fs");
     fs::create_dir(&fs_dir)?;
@@ -468,7 +437,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     writes.sort_by(f64::total_cmp);
     println!(
         "one durable write (floor::durable::write_atomic: fsync file and directory) on the state's disk: p50 {:.2} ms",
-        percentile(&writes, 0.5)
+        bench::percentile(&writes, 0.5).unwrap_or(f64::NAN)
     );
     let mut present = 0usize;
     let mut background_pids = Vec::new();

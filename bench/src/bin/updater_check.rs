@@ -313,8 +313,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
+    bench::percentile(&v, p).unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -141,8 +141,8 @@ impl Testbed {
         let n = BENCHES.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let base = format!("bwcap-{tag}-{pid}-{n}");
-        let cgroup = ScratchCgroup::new("bwcap-test")
-            .map_err(failed("making the bench's cgroup"))?;
+        let cgroup =
+            ScratchCgroup::new("bwcap-test").map_err(failed("making the bench's cgroup"))?;
         let bed = Testbed {
             node_ns: format!("{base}-node"),
             peer_ns: format!("{base}-peer"),
