@@ -190,6 +190,7 @@ mod tests {
             desired: Desired::Running,
             origin: Origin::Server,
             initscript: None,
+            initscript_ran: true,
             configured: true,
         }
     }

@@ -391,6 +391,7 @@ impl NodeManager {
                 desired,
                 origin,
                 initscript: initscript.clone(),
+                initscript_ran: false,
                 configured: false,
             };
             // The table and the state file are written at the same time, so

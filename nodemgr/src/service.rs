@@ -665,7 +665,7 @@ impl Service {
         };
         if !state.configured {
             let mut ran = false;
-            let mut initscript = state.initscript.is_some();
+            let mut initscript = state.initscript.is_some() && !state.initscript_ran;
             // A helper that failed is tried again twice, a few seconds
             // apart, before the sliver waits for the next pass; an
             // initscript that ran is not run again.
@@ -716,6 +716,12 @@ impl Service {
                 return false;
             }
             *initscript = false;
+            if let Err(e) = self
+                .manager()
+                .update_state(slice, |s| s.initscript_ran = true)
+            {
+                tracing::warn!(%slice, "{}", line(&e));
+            }
         }
         let r = self.control_script(slice, "configure", None);
         Self::log_outcome(slice, "configure", &r);

@@ -45,6 +45,11 @@ pub struct SliverState {
     /// The server's initscript for the slice, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initscript: Option<String>,
+    /// The server's initscript has run (once after creation; kept apart
+    /// from `configured` so that a `configure` that could not be run is
+    /// tried again without running the initscript twice).
+    #[serde(default)]
+    pub initscript_ran: bool,
     /// The once-after-creation steps (initscript, `configure`) have run.
     #[serde(default)]
     pub configured: bool,
